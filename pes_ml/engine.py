@@ -1,0 +1,73 @@
+"""The one place that knows which engine runs the SQL: DuckDB (default) or Spark.
+
+DuckDB runs in process: nothing to start. Spark is used when ``engine: spark``
+is configured; its session is created lazily and shared.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+
+if TYPE_CHECKING:
+    from pes_ml.config import PesConfig
+
+logger = logging.getLogger(__name__)
+
+_SPARK: Any = None
+
+
+def connect_duckdb(database: str | Path = ":memory:", threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """Open a DuckDB connection with UTC as the session time zone.
+
+    Timestamps are compared and truncated in UTC everywhere; a local time zone
+    would move day boundaries and break point-in-time windows.
+    """
+    con = duckdb.connect(str(database))
+    con.execute("SET TimeZone = 'UTC'")
+    if threads is not None:
+        con.execute(f"SET threads = {int(threads)}")
+    return con
+
+
+def spark_session(master: str = "local[*]") -> Any:
+    """Return the shared SparkSession, creating it on first use (UTC session time zone)."""
+    global _SPARK
+    if _SPARK is not None:
+        return _SPARK
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        from pes_ml.errors import ConfigError
+
+        raise ConfigError(
+            "engine: spark needs PySpark. Install it with `pip install 'pes_ml[spark]'` "
+            "(and Java 17), or set engine: duckdb."
+        ) from exc
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    _SPARK = (
+        SparkSession.builder.master(master)
+        .appName("pes_ml")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", "4g")
+        .getOrCreate()
+    )
+    logger.info("Started Spark session on %s", master)
+    return _SPARK
+
+
+def ibis_backend(config: PesConfig) -> Any:
+    """An Ibis backend for the configured engine."""
+    import ibis
+
+    if config.engine == "spark":
+        return ibis.pyspark.connect(spark_session(config.spark_master))
+    con = ibis.duckdb.connect()
+    con.raw_sql("SET TimeZone = 'UTC'")
+    return con
