@@ -188,3 +188,55 @@ def validate(
     if strict and recon.quarantined_total:
         console.print(f"[yellow]{recon.quarantined_total:,} rows quarantined (--strict).[/]")
         raise typer.Exit(code=3)
+
+
+@app.command()
+def export(
+    run: Annotated[
+        str, typer.Option(help="Run id to export, or 'latest' (the run with the latest as_of).")
+    ] = "latest",
+    fmt: Annotated[
+        str, typer.Option("--format", help="File format: csv (spreadsheet-safe) or parquet.")
+    ] = "csv",
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="File to write; written atomically (temp file + rename).")
+    ] = None,
+    to_database: Annotated[
+        str | None,
+        typer.Option(
+            "--to-database",
+            envvar="PES_EXPORT_DATABASE_URL",
+            help="SQLAlchemy URL to upsert into, e.g. postgresql+psycopg://user@host/crm "
+            "(or set PES_EXPORT_DATABASE_URL to keep the password off the command line).",
+        ),
+    ] = None,
+    table: Annotated[str, typer.Option(help="Table for --to-database; created when missing.")] = "pes_scores",
+    store_path: Annotated[
+        Path | None, typer.Option("--store", help="Run store folder; default: store.path from the config.")
+    ] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Export one scoring run for CRM/CS: one row per account with score, tier, top 3 reasons and change.
+
+    Writes a CSV or Parquet file (--out) and/or upserts into a SQL table on (account_id, as_of).
+    """
+    from pes_ml.config import load_config
+    from pes_ml.errors import ConfigError
+    from pes_ml.export import build_export, upsert_to_database, write_export
+    from pes_ml.store import RunStore
+
+    def _export() -> None:
+        if fmt not in ("csv", "parquet"):
+            raise ConfigError(f"The --format option must be 'csv' or 'parquet'. Got {fmt!r} instead.")
+        if out_path is None and to_database is None:
+            raise ConfigError("Nothing to do: pass --out FILE, --to-database URL, or both.")
+        store = RunStore(store_path) if store_path is not None else RunStore.from_config(load_config(config))
+        frame = build_export(store, run)
+        if out_path is not None:
+            write_export(frame, out_path, "csv" if fmt == "csv" else "parquet")
+            out.print(f"Wrote {len(frame):,} accounts to {out_path}")
+        if to_database is not None:
+            rows = upsert_to_database(frame, to_database, table=table)
+            out.print(f"Upserted {rows:,} accounts into table {table}")
+
+    _run(_export)

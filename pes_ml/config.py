@@ -33,6 +33,24 @@ class EventLookup(_Frozen):
     name: str = Field(description="Column of the lookup file holding the event name.")
 
 
+class JoinConfig(_Frozen):
+    """A second file joined onto a source to bring columns it lacks (a many-to-one lookup).
+
+    Example: ravenstack's feature-usage rows carry a ``subscription_id``; joining
+    ``ravenstack_subscriptions.csv`` on it brings the ``account_id``. The key must be
+    unique in the joined file, so the join never multiplies rows; source rows whose key
+    has no match are quarantined.
+    """
+
+    path: str = Field(description="File, folder or glob of the table to join.")
+    format: Literal["auto", "parquet", "csv", "jsonl", "duckdb"] = "auto"
+    table: str | None = Field(default=None, description="Table name when format is duckdb.")
+    key: str = Field(description="Key column in the joined file.")
+    source_key: str | None = Field(default=None, description="Key column in the source; default: key.")
+    columns: list[str] = Field(min_length=1, description="Columns of the joined file to bring in.")
+    delimiter: str | None = Field(default=None, description="CSV delimiter; default: sniffed.")
+
+
 class SourceConfig(_Frozen):
     """Where one input table lives and how its columns map onto the contract."""
 
@@ -52,11 +70,23 @@ class SourceConfig(_Frozen):
         default=None,
         description="strptime format for text timestamps, e.g. '%d-%m-%Y'. Default: ISO 8601.",
     )
-    delimiter: str | None = Field(default=None, description="CSV delimiter; default: sniffed.")
+    delimiter: str | None = Field(
+        default=None,
+        description="CSV delimiter; default: sniffed. 'whitespace': runs of spaces/tabs (e.g. cdnow).",
+    )
     header: bool = True
+    join: JoinConfig | None = Field(default=None, description="A file joined on a key, for extra columns.")
+    value_maps: dict[str, dict[str, str | float | int | bool]] = Field(
+        default_factory=dict,
+        description="Canonical column -> {source text: value}, e.g. {billing_period_months: {monthly: 1}}.",
+    )
     filter_before: str | None = Field(
         default=None,
         description="Keep only rows with timestamp (or start) before this date, e.g. a simulation end.",
+    )
+    deduplicate: bool = Field(
+        default=True,
+        description="Remove (and count) exact duplicate rows. Set false when identical rows are genuine.",
     )
 
 
@@ -80,31 +110,73 @@ class FeatureConfig(_Frozen):
         default=None, description="Core events; default: the events most users of retained accounts use."
     )
     n_core_events: int = Field(default=5, ge=1, le=50)
+    event_types: list[str] | None = Field(
+        default=None,
+        description="Event types with their own count; default: the top_event_types most frequent "
+        "in the 90 days before the earliest as_of. Pin them so training and scoring agree.",
+    )
     pes_form: Literal["mean", "multiplicative"] = "mean"
 
 
 class LabelConfig(_Frozen):
-    mode: Literal["auto", "subscription", "activity"] = "auto"
+    """How churn, expansion and conversion are defined over ``[as_of, as_of + horizon)``."""
+
+    mode: Literal["auto", "subscription", "activity"] = Field(
+        default="auto", description="auto: subscription mode when a subscriptions table exists."
+    )
     horizon_days: int = Field(default=90, ge=1, le=730)
-    grace_days: int = Field(default=14, ge=0, le=365)
-    expansion_measure: Literal["mrr", "seats"] = "mrr"
+    grace_days: int = Field(
+        default=14, ge=0, le=365, description="A re-subscription within this gap is not churn."
+    )
+    expansion_measure: Literal["mrr", "seats"] = Field(
+        default="mrr", description="mrr is measured at list price (list_mrr, before discount) when present."
+    )
     expansion_ratio: float = Field(default=1.10, gt=1.0)
     activity_growth_ratio: float = Field(default=1.5, gt=1.0)
+    trial_plans: list[str] = Field(
+        default_factory=lambda: ["trial", "free"],
+        description="Plans that count as trial/free for conversion (as does an MRR of 0).",
+    )
+    data_end: str | None = Field(
+        default=None,
+        description="End of observed data (exclusive); default: the latest event or subscription start.",
+    )
 
 
 class DatasetConfig(_Frozen):
-    first_as_of: str | None = None
-    last_as_of: str | None = None
+    """Snapshot dates and the time split of the training set."""
+
+    first_as_of: str | None = Field(default=None, description="Default: data start + frequency.")
+    last_as_of: str | None = Field(default=None, description="Default: the latest fully-labeled date.")
     frequency_days: int = Field(default=30, ge=1, le=366)
     validation_dates: int = Field(default=2, ge=1)
     test_dates: int = Field(default=2, ge=1)
+    gap_days: int | None = Field(
+        default=None,
+        ge=0,
+        description="Gap between splits so label windows never overlap; default: the horizon.",
+    )
 
 
 class TrainConfig(_Frozen):
+    """LightGBM training, calibration and evaluation."""
+
     model_spec: str = "models/pes.yaml"
     random_state: int = 7
     calibration: Literal["platt", "isotonic", "auto"] = "platt"
     bootstrap_rounds: int = Field(default=200, ge=10)
+    min_positives: int = Field(
+        default=20, ge=1, description="An outcome with fewer positives in train or validation is skipped."
+    )
+    outcomes: list[Literal["churn", "expansion", "conversion"]] = Field(
+        default_factory=lambda: ["churn", "expansion", "conversion"]
+    )
+    segment_columns: list[str] = Field(
+        default_factory=lambda: ["plan", "size_band", "tenure_band"],
+        description="Per-segment metrics; size_band and tenure_band are derived from seats and tenure.",
+    )
+    size_feature: str = "seats"
+    tenure_feature: str = "tenure_days"
 
 
 class TrackingConfig(_Frozen):
@@ -112,13 +184,55 @@ class TrackingConfig(_Frozen):
     artifact_location: str = "mlartifacts"
     experiment: str = "pes_ml"
     model_name: str = "pes"
+    model_card_dir: str = Field(default="models", description="Model cards go to <dir>/<model_name>/.")
+    log_plots: bool = True
 
 
 class PromotionConfig(_Frozen):
     metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = "roc_auc"
+    outcome: Literal["churn", "expansion", "conversion"] = "churn"
     min_improvement: float = Field(default=0.0, ge=0.0)
     max_ece: float = Field(default=0.05, gt=0.0)
     max_ece_increase: float = Field(default=0.01, ge=0.0)
+
+
+class RuleCondition(_Frozen):
+    """One signal of a rule score: ``feature op value``."""
+
+    feature: str
+    op: Literal[">", ">=", "<", "<=", "==", "!="] = ">="
+    value: float | str
+
+
+class WeightedRule(RuleCondition):
+    """Points added when the condition holds (negative points subtract)."""
+
+    points: float
+
+
+class RuleScore(_Frozen):
+    """A rule-based health score as CS teams write it in Gainsight or ChurnZero.
+
+    ``binary``: the account is engaged when all (``require: all``) or any of the
+    criteria hold. ``points``: the score is the sum of the points of the rules that hold.
+    Higher is healthier.
+    """
+
+    name: str
+    kind: Literal["binary", "points"]
+    require: Literal["all", "any"] = "all"
+    criteria: list[RuleCondition] = Field(default_factory=list)
+    rules: list[WeightedRule] = Field(default_factory=list)
+
+
+class BaselinesConfig(_Frozen):
+    """Baselines evaluated on the same split as the model."""
+
+    classic_pes: bool = True
+    days_since_last_event: bool = True
+    logistic_regression: bool = True
+    logistic_c: float = Field(default=1.0, gt=0.0)
+    rule_scores: list[RuleScore] = Field(default_factory=list)
 
 
 class ScoreConfig(_Frozen):
@@ -127,6 +241,15 @@ class ScoreConfig(_Frozen):
     psi_error: float = 0.25
     at_risk_churn_probability: float | None = None
     expand_probability: float | None = None
+
+
+class StoreConfig(_Frozen):
+    """The run store: where scoring runs are kept, and how long a second job waits for the lock."""
+
+    path: str | None = Field(default=None, description="Run store folder; default: <work_dir>/runs.")
+    lock_timeout_seconds: float = Field(
+        default=0.0, ge=0.0, description="Wait this long for a busy as_of lock; 0 fails at once."
+    )
 
 
 class PesConfig(_Frozen):
@@ -144,7 +267,9 @@ class PesConfig(_Frozen):
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
     promotion: PromotionConfig = PromotionConfig()
+    baselines: BaselinesConfig = BaselinesConfig()
     score: ScoreConfig = ScoreConfig()
+    store: StoreConfig = StoreConfig()
 
     @field_validator("work_dir")
     @classmethod

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,3 +74,27 @@ def ibis_backend(config: PesConfig) -> Any:
     con = ibis.duckdb.connect()
     con.raw_sql("SET TimeZone = 'UTC'")
     return con
+
+
+@contextmanager
+def materialized(expr: Any) -> Iterator[Any]:
+    """Compute an Ibis table expression once and reuse it: a DuckDB temp table or a cached Spark view.
+
+    Released when the block exits. Ibis's own ``cache()`` cannot release on
+    DuckDB 2 with the installed sqlglot (its DROP statement loses the table
+    name), so DuckDB tables are created and dropped here.
+    """
+    backend = expr._find_backend(use_default=True)
+    if backend.name != "duckdb":
+        cached = expr.cache()
+        try:
+            yield cached
+        finally:
+            cached.release()
+        return
+    name = f"_pes_ml_{uuid.uuid4().hex}"
+    table = backend.create_table(name, expr, temp=True)
+    try:
+        yield table
+    finally:
+        backend.raw_sql(f'DROP TABLE IF EXISTS temp.main."{name}"')

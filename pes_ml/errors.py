@@ -11,7 +11,8 @@ single clear line on stderr and a non-zero exit code. The tree::
     ├── PromotionRejected(PesError)              # carries the failed gates
     ├── DriftError(PesError)                     # scoring data drifted past the threshold
     ├── RunInProgressError(PesError)             # another job holds the run lock
-    └── StoreError(PesError)                     # the run store cannot be read or written
+    ├── StoreError(PesError)                     # the run store cannot be read or written
+    └── ExplanationError(PesError)               # SHAP values do not add up to the model output
 
 Messages say what was expected, what was received and what to do next.
 """
@@ -85,10 +86,17 @@ class StoreError(PesError):
     exit_code = 9
 
 
+class ExplanationError(PesError):
+    """An explanation cannot be computed or does not add up (base + SHAP != raw score)."""
+
+    exit_code = 10
+
+
 __all__ = [
     "ConfigError",
     "DataContractError",
     "DriftError",
+    "ExplanationError",
     "LeakageError",
     "ModelNotFoundError",
     "PesError",

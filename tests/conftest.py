@@ -33,3 +33,22 @@ def shared_data() -> Path:
 def seed() -> int:
     """The seed for tests with randomness: tests must pass for any seed."""
     return int(os.environ.get("PES_TEST_SEED", "7"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():  # type: ignore[no-untyped-def]
+    """A throwaway PostgreSQL server for the session (see tests/postgres.py); skip without binaries.
+
+    Use ``postgres_server.url(postgres_server.create_database())`` for an isolated database.
+    """
+    from postgres import find_pg_bin, start_postgres, stop_postgres
+
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        pytest.skip(
+            "PostgreSQL binaries not found (looked in $PES_PG_BIN, /usr/lib/postgresql/*/bin and PATH); "
+            "install the Debian package postgresql (CI does)"
+        )
+    server = start_postgres(bin_dir)
+    yield server
+    stop_postgres(server)

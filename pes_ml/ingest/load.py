@@ -1,0 +1,220 @@
+"""The ingest stage: sources -> typed, validated clean tables + quarantine + reconciliation.
+
+Everything happens inside DuckDB, streamed from the sources to Parquet: a source
+is read once into a staging file (typed columns plus a reason per row), from
+which the clean table (valid rows, exact duplicates removed) and the quarantine
+table (rows with a reason, original columns as text) are written.
+
+Rows past ``filter_before`` count as read and are quarantined with the reason
+``after filter_before``: they stay visible and the reconciliation still adds up
+against the source's own row count.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from pes_ml.config import PesConfig, SourceConfig
+from pes_ml.engine import connect_duckdb
+from pes_ml.ingest.mapping import MappedSource, map_source
+from pes_ml.ingest.quarantine import copy_parquet, publish, remove_stale
+from pes_ml.ingest.readers import ident, reading, sql_string
+from pes_ml.ingest.reconcile import ReasonCount, Reconciliation, TableCount
+from pes_ml.ingest.validate import (
+    DUPLICATE,
+    OVERLAPPING_SUBSCRIPTION,
+    UNKNOWN_ACCOUNT,
+    checks_for,
+    clean_sql,
+    overlap_sql,
+    quarantine_sql,
+    staging_sql,
+    unknown_accounts_sql,
+)
+from pes_ml.progress import NoProgress, Progress
+from pes_ml.schemas import REASON, TABLES
+
+logger = logging.getLogger(__name__)
+
+RECONCILIATION_FILE = "reconciliation.json"
+
+
+def clean_paths(config: PesConfig) -> dict[str, Path]:
+    """Where :func:`ingest` writes each clean table: ``<work_dir>/clean/<table>.parquet``.
+
+    Parameters
+    ----------
+    config
+        The project config.
+
+    Returns
+    -------
+    dict
+        ``{table: path}`` for events, subscriptions and accounts (configured or not).
+    """
+    return {table: Path(config.work_dir) / "clean" / f"{table}.parquet" for table in TABLES}
+
+
+def quarantine_paths(config: PesConfig) -> dict[str, Path]:
+    """Where :func:`ingest` writes quarantined rows: ``<work_dir>/quarantine/<table>.parquet``."""
+    return {table: Path(config.work_dir) / "quarantine" / f"{table}.parquet" for table in TABLES}
+
+
+def reconciliation_path(config: PesConfig) -> Path:
+    """Where :func:`ingest` writes the reconciliation JSON: ``<work_dir>/clean/reconciliation.json``."""
+    return Path(config.work_dir) / "clean" / RECONCILIATION_FILE
+
+
+def _configured(config: PesConfig) -> list[tuple[str, SourceConfig]]:
+    sources = config.sources
+    return [(t, s) for t in TABLES if (s := getattr(sources, t)) is not None]
+
+
+def ingest(config: PesConfig, progress: Progress | None = None) -> Reconciliation:
+    """Read, map, validate and write every configured source; return the reconciliation.
+
+    Parameters
+    ----------
+    config
+        The project config: ``sources`` (events required; subscriptions and accounts
+        optional), ``validation`` and ``work_dir``.
+    progress
+        Receives one step per table; the CLI draws a progress bar from it.
+
+    Returns
+    -------
+    Reconciliation
+        Per table ``read = loaded + quarantined + deduplicated``, and per reason the
+        rows quarantined, deduplicated or flagged. Also written to
+        ``<work_dir>/clean/reconciliation.json``.
+
+    Raises
+    ------
+    DataContractError
+        A required column is missing, or a file is missing, empty, truncated or not
+        in the declared format. Nothing is written in that case.
+    ConfigError
+        A date setting (``min_timestamp``, ``filter_before``) is not an ISO date.
+
+    Examples
+    --------
+    >>> from pes_ml import load_config
+    >>> recon = ingest(load_config("pipelines/conf/base/pes.yaml"))  # doctest: +SKIP
+    >>> recon.balanced  # doctest: +SKIP
+    True
+    """
+    progress = progress or NoProgress()
+    now = datetime.now(UTC)
+    work = Path(config.work_dir)
+    staging = work / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True, exist_ok=True)
+    configured = _configured(config)
+    con = connect_duckdb()
+    con.execute(f"SET temp_directory = {sql_string(str(staging / 'spill'))}")
+    clean, quarantine = clean_paths(config), quarantine_paths(config)
+    counts: list[TableCount] = []
+    reasons: list[ReasonCount] = []
+    outputs: dict[Path, Path] = {}
+    try:
+        progress.start("Checking sources against the contract", total=len(configured))
+        # Map every source first: a missing column or unusable file stops the load before any work.
+        mapped = {table: map_source(con, table, source, f"sources.{table}") for table, source in configured}
+        progress.start("Validating and writing clean tables", total=len(configured))
+        for table, source in configured:
+            count, table_reasons, files = _load_table(con, mapped[table], source, config, now, staging)
+            counts.append(count)
+            reasons.extend(table_reasons)
+            outputs[clean[table]] = files[0]
+            outputs[quarantine[table]] = files[1]
+            progress.advance()
+        reasons.extend(_flags(con, {t: outputs[clean[t]] for t, _ in configured}))
+    finally:
+        con.close()
+    recon = Reconciliation(tables=counts, reasons=reasons, created_at=now.isoformat())
+    publish(outputs)
+    remove_stale([p for t in TABLES if t not in mapped for p in (clean[t], quarantine[t])])
+    recon.write_json(reconciliation_path(config))
+    shutil.rmtree(staging, ignore_errors=True)
+    recon.log()
+    return recon
+
+
+def _load_table(
+    con: duckdb.DuckDBPyConnection,
+    mapped: MappedSource,
+    source: SourceConfig,
+    config: PesConfig,
+    now: datetime,
+    staging: Path,
+) -> tuple[TableCount, list[ReasonCount], tuple[Path, Path]]:
+    table = mapped.table
+    checks = checks_for(mapped, source, config, now)
+    staged_path = staging / f"{table}.staged.parquet"
+    with reading(mapped.source.spec, mapped.source.format):
+        staged_rows = copy_parquet(con, staging_sql(mapped, checks), staged_path)
+    staged = f"read_parquet({sql_string(str(staged_path))})"
+    by_reason = con.execute(
+        f"SELECT {ident(REASON)}, count(*), max(source_row) FROM {staged} GROUP BY 1"
+    ).fetchall()
+    read = int(max((r[2] or 0 for r in by_reason), default=0))
+    valid = sum(int(r[1]) for r in by_reason if r[0] is None)
+    # Accounts are keyed by account_id: identical rows are always collapsed.
+    dedupe = source.deduplicate or table == "accounts"
+    clean_tmp = staging / f"{table}.clean.parquet"
+    quarantine_tmp = staging / f"{table}.quarantine.parquet"
+    loaded = copy_parquet(con, clean_sql(mapped, staged, dedupe), clean_tmp)
+    quarantined = copy_parquet(con, quarantine_sql(mapped, staged), quarantine_tmp)
+    deduplicated = valid - loaded
+    if staged_rows != read:
+        logger.error(
+            "%s: %d source rows became %d rows after mapping; a join or lookup multiplied rows.",
+            table,
+            read,
+            staged_rows,
+        )
+    order = {c.reason: i for i, c in enumerate(checks)}
+    reasons = [
+        ReasonCount(table, str(r[0]), int(r[1]), "quarantined")
+        for r in sorted((r for r in by_reason if r[0] is not None), key=lambda r: order.get(r[0], len(order)))
+    ]
+    if deduplicated:
+        reasons.append(ReasonCount(table, DUPLICATE, deduplicated, "deduplicated"))
+    count = TableCount(
+        table=table,
+        source=mapped.source.spec.path,
+        read=read,
+        loaded=loaded,
+        quarantined=quarantined,
+        deduplicated=deduplicated,
+    )
+    staged_path.unlink()
+    return count, reasons, (clean_tmp, quarantine_tmp)
+
+
+def _flags(con: duckdb.DuckDBPyConnection, clean: dict[str, Path]) -> list[ReasonCount]:
+    """Counts of loaded rows that look suspicious but are kept (see :mod:`pes_ml.ingest.validate`)."""
+    flags: list[ReasonCount] = []
+    rel = {t: f"read_parquet({sql_string(str(p))})" for t, p in clean.items()}
+    if "subscriptions" in rel:
+        row = con.execute(overlap_sql(rel["subscriptions"])).fetchone()
+        overlapping = int(row[0]) if row else 0
+        if overlapping:
+            flags.append(ReasonCount("subscriptions", OVERLAPPING_SUBSCRIPTION, overlapping, "flagged"))
+    if "accounts" in rel:
+        for table in ("subscriptions", "events"):
+            if table not in rel:
+                continue
+            row = con.execute(unknown_accounts_sql(rel[table], rel["accounts"])).fetchone()
+            rows, accounts = (int(row[0]), int(row[1])) if row else (0, 0)
+            if rows:
+                logger.warning(
+                    "%s: %d rows of %d accounts missing from the accounts table", table, rows, accounts
+                )
+                flags.append(ReasonCount(table, UNKNOWN_ACCOUNT, rows, "flagged"))
+    return flags

@@ -1,0 +1,327 @@
+"""Column mapping: turn a source's own columns into the canonical, typed columns of the contract.
+
+For every canonical column of a table (``schemas.COLUMN_TYPES``) the value comes
+from, in order: ``constants`` in config; the source column named in ``columns``;
+a source column with the canonical name itself; else NULL (optional columns
+only — a missing required column raises :class:`~pes_ml.errors.DataContractError`).
+``event_lookup`` turns event codes into names; ``join`` brings columns from a
+second file on a unique key; ``value_maps`` rewrite text values before the cast.
+
+Casting never fails: each canonical column yields a typed SQL expression (NULL
+when the text does not parse) and a ``present`` flag (the source had a value), so
+:mod:`pes_ml.ingest.validate` can tell "missing" from "unparseable". Naive
+timestamps are read as UTC (the connection's time zone is UTC); ids become text.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass, field
+
+import duckdb
+
+from pes_ml.config import SourceConfig
+from pes_ml.errors import DataContractError
+from pes_ml.ingest.readers import ReaderSpec, SourceView, ident, open_source, sql_string
+from pes_ml.schemas import ACCOUNT_ID, COLUMN_TYPES, EVENT, REQUIRED_COLUMNS, TIMESTAMP
+
+logger = logging.getLogger(__name__)
+
+_NUMERIC_TYPES = (
+    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+    "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL",
+)  # fmt: skip
+_NAIVE_TEMPORAL = ("TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE")
+_AWARE_TEMPORAL = ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One canonical column as SQL over the source row.
+
+    ``typed`` is the value in its canonical type (NULL when absent or unparseable);
+    ``present`` is true when the source holds a non-empty value. Constants and
+    absent optional columns have ``present`` NULL: nothing to check.
+    """
+
+    name: str
+    duck_type: str
+    typed: str
+    present: str | None
+    source_column: str | None = None
+
+
+@dataclass(frozen=True)
+class MappedSource:
+    """A source mapped onto the contract, ready for validation.
+
+    ``from_sql`` numbers the source rows (``__pes_source_row``, 1-based, in read
+    order) before any join, so a join that multiplied rows would show up as
+    ``read != staged rows``.
+    """
+
+    table: str
+    config_key: str
+    source: SourceView
+    from_sql: str
+    columns: dict[str, Column]
+    raw_columns: list[tuple[str, str]]
+    passthrough: list[tuple[str, str]] = field(default_factory=list)
+    join_miss: str | None = None
+    join_label: str | None = None
+    lookup_miss: str | None = None
+
+
+def _suggest(name: str, found: list[str]) -> str:
+    hints = {
+        TIMESTAMP: ("time", "date", "ts"),
+        ACCOUNT_ID: ("account", "customer", "user", "id"),
+        EVENT: ("event",),
+    }
+    guesses = difflib.get_close_matches(name, found, n=2, cutoff=0.5)
+    for col in found:
+        if col not in guesses and any(h in col.lower() for h in hints.get(name, ())):
+            guesses.append(col)
+    if not guesses:
+        return ""
+    return " Perhaps: " + ", ".join(f"`{name}: {g}`" for g in guesses[:3]) + "."
+
+
+def _text(expr: str, duck_type: str) -> str:
+    if duck_type == "VARCHAR":
+        return f"NULLIF(trim({expr}), '')"
+    return f"NULLIF(trim(CAST({expr} AS VARCHAR)), '')"
+
+
+def _value_map(text: str, mapping: dict[str, str | float | int | bool]) -> str:
+    cases = " ".join(f"WHEN {sql_string(str(k))} THEN {sql_string(str(v))}" for k, v in mapping.items())
+    return f"(CASE {text} {cases} ELSE {text} END)"
+
+
+def _typed_column(
+    name: str,
+    target: str,
+    expr: str,
+    source_type: str,
+    source: SourceConfig,
+) -> tuple[str, str]:
+    """``(typed, present)`` SQL for one source column cast to the canonical type."""
+    mapping = source.value_maps.get(name)
+    native = mapping is None
+    if native and target == "DOUBLE" and source_type.startswith(_NUMERIC_TYPES):
+        return f"CAST({expr} AS DOUBLE)", f"({expr} IS NOT NULL)"
+    if native and target == "TIMESTAMPTZ" and source_type in _AWARE_TEMPORAL:
+        return f"CAST({expr} AS TIMESTAMPTZ)", f"({expr} IS NOT NULL)"
+    if native and target == "TIMESTAMPTZ" and source_type in _NAIVE_TEMPORAL:
+        # The connection's time zone is UTC, so a naive timestamp is read as UTC.
+        return f"CAST(CAST({expr} AS TIMESTAMP) AS TIMESTAMPTZ)", f"({expr} IS NOT NULL)"
+    if native and target == "BOOLEAN" and source_type == "BOOLEAN":
+        return expr, f"({expr} IS NOT NULL)"
+    text = _text(expr, source_type)
+    if mapping is not None:
+        text = _value_map(text, mapping)
+    present = f"({text} IS NOT NULL)"
+    if target == "VARCHAR":
+        return text, present
+    if target == "TIMESTAMPTZ":
+        if source.timestamp_format:
+            return (
+                f"CAST(try_strptime({text}, {sql_string(source.timestamp_format)}) AS TIMESTAMPTZ)",
+                present,
+            )
+        return f"TRY_CAST({text} AS TIMESTAMPTZ)", present
+    return f"TRY_CAST({text} AS {target})", present
+
+
+def _literal(value: str | float | int | bool, target: str) -> str:
+    if isinstance(value, bool):
+        return f"CAST({'true' if value else 'false'} AS {target})"
+    if isinstance(value, int | float):
+        return f"CAST({value!r} AS {target})"
+    return f"CAST({sql_string(value)} AS {target})"
+
+
+def _check_keys(table: str, config_key: str, source: SourceConfig) -> None:
+    canonical = list(COLUMN_TYPES[table])
+    for option, keys in (
+        ("columns", source.columns),
+        ("constants", source.constants),
+        ("value_maps", source.value_maps),
+    ):
+        for key in keys:
+            if key not in canonical:
+                match = difflib.get_close_matches(key, canonical, n=1)
+                hint = f" Did you mean {match[0]!r}?" if match else ""
+                raise DataContractError(
+                    f"{config_key}.{option} has {key!r}, which is not a column of the {table} contract."
+                    f"{hint} "
+                    f"Canonical columns of {table}: {', '.join(canonical)}. Keys are canonical names; "
+                    "values are your source's column names."
+                )
+
+
+def _unique_key_check(
+    con: duckdb.DuckDBPyConnection, view: str, key: str, label: str, config_key: str
+) -> None:
+    dupes = con.execute(
+        f"SELECT CAST({ident(key)} AS VARCHAR), count(*) FROM {ident(view)} "
+        f"GROUP BY 1 HAVING count(*) > 1 ORDER BY 2 DESC LIMIT 3"
+    ).fetchall()
+    if dupes:
+        examples = ", ".join(f"{k!r} ({n} rows)" for k, n in dupes)
+        raise DataContractError(
+            f"{label} must have one row per {key!r} ({config_key}), but some keys repeat: {examples}. "
+            "A join on a repeated key would multiply source rows. "
+            "De-duplicate the file or choose a unique key."
+        )
+
+
+def map_source(
+    con: duckdb.DuckDBPyConnection, table: str, source: SourceConfig, config_key: str
+) -> MappedSource:
+    """Open a source and map its columns onto the ``table`` contract.
+
+    Parameters
+    ----------
+    con
+        The DuckDB connection of the load (time zone UTC).
+    table
+        ``events``, ``subscriptions`` or ``accounts``.
+    source
+        The source's config.
+    config_key
+        Where the source sits in the config, e.g. ``sources.events``; used in messages.
+
+    Returns
+    -------
+    MappedSource
+        SQL for every canonical column, plus the original columns for quarantine.
+
+    Raises
+    ------
+    DataContractError
+        If a required column is missing, a mapped column does not exist, or a join or
+        lookup file is unusable.
+    """
+    _check_keys(table, config_key, source)
+    main = open_source(con, ReaderSpec.from_source(source, config_key), f"raw_{table}")
+    found = list(main.columns)
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {ident('src_' + table)} AS "
+        f"SELECT row_number() OVER () AS __pes_source_row, * FROM {ident(main.view)}"
+    )
+    available: dict[str, tuple[str, str]] = {c: (f"s.{ident(c)}", t) for c, t in main.columns.items()}
+    raw_columns = [(c, f"s.{ident(c)}") for c in found]
+    from_sql = f"{ident('src_' + table)} AS s"
+    join_miss = join_label = None
+
+    if source.join is not None:
+        join = source.join
+        jkey = f"{config_key}.join"
+        joined = open_source(con, ReaderSpec.from_join(join, jkey), f"join_{table}")
+        source_key = join.source_key or join.key
+        for col, where, cols, key in (
+            (join.key, join.path, joined.columns, f"{jkey}.key"),
+            (source_key, source.path, main.columns, f"{jkey}.source_key"),
+            *((c, join.path, joined.columns, f"{jkey}.columns") for c in join.columns),
+        ):
+            if col not in cols:
+                raise DataContractError(
+                    f"{key} names column {col!r}, but {where!r} has no such column. "
+                    f"Columns found: {', '.join(cols)}.{_suggest(col, list(cols))}"
+                )
+        clash = [c for c in join.columns if c in main.columns]
+        if clash:
+            raise DataContractError(
+                f"{jkey}.columns {clash} also exist in {source.path!r}; the source's own column would be "
+                "ambiguous. Bring only columns the source lacks."
+            )
+        _unique_key_check(con, joined.view, join.key, f"Joined file {join.path!r}", f"{jkey}.key")
+        picked = ", ".join(ident(c) for c in join.columns)
+        from_sql += (
+            f" LEFT JOIN (SELECT CAST({ident(join.key)} AS VARCHAR) AS __pes_join_key, {picked}, "
+            f"true AS __pes_join_matched FROM {ident(joined.view)}) AS j "
+            f"ON CAST(s.{ident(source_key)} AS VARCHAR) = j.__pes_join_key"
+        )
+        for c in join.columns:
+            available[c] = (f"j.{ident(c)}", joined.columns[c])
+            raw_columns.append((c, f"j.{ident(c)}"))
+        join_miss = "(j.__pes_join_matched IS NULL)"
+        join_label = f"{source_key} not found in join file"
+        found = found + list(join.columns)
+
+    columns: dict[str, Column] = {}
+    used: set[str] = set()
+    lookup_miss = None
+    for name, target in COLUMN_TYPES[table].items():
+        if name in source.constants:
+            columns[name] = Column(name, target, _literal(source.constants[name], target), None)
+            continue
+        mapped = source.columns.get(name)
+        if mapped is not None and mapped not in available:
+            raise DataContractError(
+                f"{config_key}.columns.{name} maps to {mapped!r}, but {source.path!r} has no such column. "
+                f"Columns found: {', '.join(found)}.{_suggest(mapped, found)} "
+                f"Fix {config_key}.columns.{name}."
+            )
+        src_col = mapped if mapped is not None else (name if name in available else None)
+        if src_col is None:
+            if name in REQUIRED_COLUMNS[table]:
+                raise DataContractError(
+                    f"Required column {name!r} of {table} is missing from {source.path!r}. "
+                    f"Columns found: {', '.join(found)}. Set `{config_key}.columns.{name}` to the name of "
+                    f"your {name} column{_suggest(name, found) or '.'}"
+                    + (
+                        f" Or give a fixed value with `{config_key}.constants.{name}`."
+                        if name == EVENT
+                        else ""
+                    )
+                )
+            columns[name] = Column(name, target, f"CAST(NULL AS {target})", None)
+            continue
+        used.add(src_col)
+        expr, source_type = available[src_col]
+        if name == EVENT and source.event_lookup is not None:
+            lookup = source.event_lookup
+            lkey = f"{config_key}.event_lookup"
+            lk = open_source(con, ReaderSpec.from_lookup(lookup, lkey), f"lookup_{table}")
+            for col, key in ((lookup.key, f"{lkey}.key"), (lookup.name, f"{lkey}.name")):
+                if col not in lk.columns:
+                    raise DataContractError(
+                        f"{key} names column {col!r}, but lookup file {lookup.path!r} has no such column. "
+                        f"Columns found: {', '.join(lk.columns)}."
+                    )
+            _unique_key_check(con, lk.view, lookup.key, f"Event lookup {lookup.path!r}", f"{lkey}.key")
+            code = _text(expr, source_type)
+            from_sql += (
+                f" LEFT JOIN (SELECT NULLIF(trim(CAST({ident(lookup.key)} AS VARCHAR)), '') AS __pes_code, "
+                f"NULLIF(trim(CAST({ident(lookup.name)} AS VARCHAR)), '') AS __pes_name "
+                f"FROM {ident(lk.view)}) AS l ON {code} = l.__pes_code"
+            )
+            columns[name] = Column(name, target, "l.__pes_name", f"({code} IS NOT NULL)", src_col)
+            lookup_miss = f"({code} IS NOT NULL AND l.__pes_code IS NULL)"
+            continue
+        typed, present = _typed_column(name, target, expr, source_type, source)
+        columns[name] = Column(name, target, typed, present, src_col)
+
+    passthrough: list[tuple[str, str]] = []
+    if table == "accounts":
+        # Accounts may carry any attribute (segment, industry...): keep unmapped columns as they are.
+        passthrough = [(c, available[c][0]) for c in main.columns if c not in used and c not in columns]
+    mapping = {
+        n: (c.source_column or ("<constant>" if n in source.constants else None)) for n, c in columns.items()
+    }
+    logger.info("%s: %s mapped as %s", config_key, source.path, {k: v for k, v in mapping.items() if v})
+    return MappedSource(
+        table=table,
+        config_key=config_key,
+        source=main,
+        from_sql=from_sql,
+        columns=columns,
+        raw_columns=raw_columns,
+        passthrough=passthrough,
+        join_miss=join_miss,
+        join_label=join_label,
+        lookup_miss=lookup_miss,
+    )

@@ -1,0 +1,325 @@
+"""Readers: expose one configured source as a DuckDB view, without loading it into Python.
+
+Supported: Parquet (file, folder, glob), CSV and CSV.gz (delimiter from config or
+sniffed; ``delimiter: whitespace`` for files aligned with runs of spaces, like
+cdnow), JSON lines, and a table of a DuckDB database file.
+
+CSV is read with every column as text: DuckDB's type sniffer only samples the
+start of a file, so one bad value deep in a large file would otherwise stop the
+whole read. Text columns are cast (and bad values quarantined) by
+:mod:`pes_ml.ingest.mapping`.
+
+An unusable input (missing path, empty file, wrong format, truncated gzip) raises
+:class:`~pes_ml.errors.DataContractError` naming the file, the config key and the fix.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from pes_ml.config import EventLookup, JoinConfig, SourceConfig
+from pes_ml.errors import DataContractError
+
+logger = logging.getLogger(__name__)
+
+WHITESPACE = "whitespace"
+_WHITESPACE_ALIASES = {WHITESPACE, r"\s+", " +"}
+_PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+_CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".dat", ".psv")
+_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+_DUCKDB_SUFFIXES = (".duckdb", ".db", ".ddb")
+_COMPRESSION_SUFFIXES = (".gz", ".gzip", ".zst")
+_FORMATS = ("parquet", "csv", "jsonl", "duckdb")
+# Errors that mean "this input cannot be read"; binder or internal errors are bugs and propagate.
+_READ_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
+
+
+@dataclass(frozen=True)
+class ReaderSpec:
+    """How to read one file, folder or glob; ``config_key`` is used in error messages."""
+
+    path: str
+    config_key: str
+    format: str = "auto"
+    table: str | None = None
+    delimiter: str | None = None
+    header: bool = True
+
+    @classmethod
+    def from_source(cls, source: SourceConfig, config_key: str) -> ReaderSpec:
+        return cls(source.path, config_key, source.format, source.table, source.delimiter, source.header)
+
+    @classmethod
+    def from_join(cls, join: JoinConfig, config_key: str) -> ReaderSpec:
+        return cls(join.path, config_key, join.format, join.table, join.delimiter, True)
+
+    @classmethod
+    def from_lookup(cls, lookup: EventLookup, config_key: str) -> ReaderSpec:
+        return cls(lookup.path, config_key)
+
+
+@dataclass(frozen=True)
+class SourceView:
+    """A DuckDB view over a source, with its columns and their DuckDB types (in order)."""
+
+    view: str
+    spec: ReaderSpec
+    format: str
+    files: tuple[str, ...]
+    columns: dict[str, str]
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def ident(name: str) -> str:
+    """A quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _strip_compression(name: str) -> str:
+    lower = name.lower()
+    for suffix in _COMPRESSION_SUFFIXES:
+        if lower.endswith(suffix):
+            return lower[: -len(suffix)]
+    return lower
+
+
+def _format_of(name: str) -> str | None:
+    base = _strip_compression(name)
+    if base.endswith(_PARQUET_SUFFIXES):
+        return "parquet"
+    if base.endswith(_CSV_SUFFIXES):
+        return "csv"
+    if base.endswith(_JSONL_SUFFIXES):
+        return "jsonl"
+    if base.endswith(_DUCKDB_SUFFIXES):
+        return "duckdb"
+    return None
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def _list_files(spec: ReaderSpec) -> tuple[list[str], str]:
+    """The files a spec points at, and the path expression DuckDB should read."""
+    path = spec.path
+    if _is_remote(path):
+        return [path], path
+    if any(ch in path for ch in "*?["):
+        files = sorted(f for f in glob.glob(path, recursive=True) if Path(f).is_file())
+        if not files:
+            raise DataContractError(
+                f"No file matches {path!r} ({spec.config_key}.path). "
+                f"Check the pattern and the working directory ({Path.cwd()}); relative paths are "
+                "resolved against the directory you run pes-ml from."
+            )
+        return files, path
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(str(f) for f in p.rglob("*") if f.is_file() and not f.name.startswith((".", "_")))
+        known = [f for f in files if _format_of(f) in ("parquet", "csv", "jsonl")]
+        if not known:
+            raise DataContractError(
+                f"Folder {path!r} ({spec.config_key}.path) holds no Parquet, CSV or JSON lines files "
+                f"(found {len(files)} other files). Point {spec.config_key}.path at the data files."
+            )
+        fmt = spec.format if spec.format != "auto" else _format_of(known[0])
+        same = [f for f in known if _format_of(f) == fmt]
+        return same, str(p / "**" / "*")
+    if not p.exists():
+        raise DataContractError(
+            f"Input {path!r} ({spec.config_key}.path) does not exist (working directory: {Path.cwd()}). "
+            "Fix the path in the config, or create the file first (e.g. `pes-ml simulate`)."
+        )
+    return [str(p)], str(p)
+
+
+def _check_file(spec: ReaderSpec, file: str, fmt: str) -> None:
+    """Cheap checks before DuckDB reads a file: not empty, magic bytes match the format."""
+    if _is_remote(file):
+        return
+    size = Path(file).stat().st_size
+    if size == 0:
+        raise DataContractError(
+            f"Input file {file!r} ({spec.config_key}) is empty (0 bytes). "
+            "Re-export it, or remove it from the folder/glob."
+        )
+    with open(file, "rb") as handle:
+        head = handle.read(16)
+    is_gzip = head[:2] == b"\x1f\x8b"
+    if fmt == "parquet" and head[:4] != b"PAR1":
+        raise DataContractError(
+            f"Input file {file!r} ({spec.config_key}) is not Parquet (it does not start with the Parquet "
+            f"magic bytes 'PAR1'; starts with {head[:8]!r}). Set {spec.config_key}.format to its real "
+            "format (csv, jsonl) or re-export it as Parquet."
+        )
+    if fmt in ("csv", "jsonl") and head[:4] == b"PAR1":
+        raise DataContractError(
+            f"Input file {file!r} ({spec.config_key}) is declared {fmt} but is a Parquet file. "
+            f"Set {spec.config_key}.format: parquet."
+        )
+    if file.lower().endswith((".gz", ".gzip")) and not is_gzip:
+        raise DataContractError(
+            f"Input file {file!r} ({spec.config_key}) ends in .gz but is not gzip-compressed. "
+            "Rename it without .gz, or compress it with gzip."
+        )
+    if fmt == "duckdb" and head[8:12] != b"DUCK":
+        raise DataContractError(
+            f"Input file {file!r} ({spec.config_key}) is not a DuckDB database. "
+            f"Set {spec.config_key}.format to its real format, or point at a .duckdb file."
+        )
+
+
+def _resolve_format(spec: ReaderSpec, files: list[str]) -> str:
+    if spec.format != "auto":
+        return spec.format
+    fmt = _format_of(files[0])
+    if fmt is None:
+        raise DataContractError(
+            f"Cannot tell the format of {files[0]!r} from its name ({spec.config_key}). "
+            f"Set {spec.config_key}.format to one of: {', '.join(_FORMATS)}."
+        )
+    return fmt
+
+
+def _path_list(files: list[str]) -> str:
+    return "[" + ", ".join(sql_string(f) for f in files) + "]"
+
+
+def _first_line(file: str) -> str:
+    opener = gzip.open if file.lower().endswith((".gz", ".gzip")) else open
+    with opener(file, "rt", encoding="utf-8", errors="replace") as handle:
+        return str(handle.readline())
+
+
+def _whitespace_sql(spec: ReaderSpec, files: list[str]) -> str:
+    """Split each line on runs of whitespace: files aligned with spaces, such as cdnow."""
+    if len(files) != 1:
+        raise DataContractError(
+            f"{spec.config_key}: whitespace-separated sources must be a single file; {spec.path!r} "
+            f"matches {len(files)}. Concatenate them, or convert them to CSV or Parquet."
+        )
+    first = _first_line(files[0]).strip().split()
+    names = first if spec.header else [f"column{i}" for i in range(len(first))]
+    fields = ", ".join(f"__f[{i + 1}] AS {ident(n)}" for i, n in enumerate(names))
+    # \x1f (unit separator) never occurs in text files: each line is read whole, then split.
+    lines = (
+        f"SELECT string_split_regex(trim(line, ' \t\r'), '\\s+') AS __f, row_number() OVER () AS __line "
+        f"FROM read_csv({sql_string(files[0])}, columns={{'line': 'VARCHAR'}}, delim='\x1f', header=false, "
+        "quote='', escape='', auto_detect=false) WHERE line IS NOT NULL AND trim(line, ' \t\r') <> ''"
+    )
+    skip = "WHERE __line > 1" if spec.header else ""
+    return f"SELECT {fields} FROM ({lines}) {skip}"
+
+
+def _reader_sql(
+    con: duckdb.DuckDBPyConnection, spec: ReaderSpec, fmt: str, files: list[str], view: str
+) -> str:
+    if fmt == "parquet":
+        return f"SELECT * FROM read_parquet({_path_list(files)}, union_by_name=true)"
+    if fmt == "csv":
+        if spec.delimiter is not None and spec.delimiter in _WHITESPACE_ALIASES:
+            return _whitespace_sql(spec, files)
+        options = ["all_varchar=true", f"header={'true' if spec.header else 'false'}", "union_by_name=true"]
+        if spec.delimiter is not None:
+            delimiter = "\t" if spec.delimiter in ("\\t", "tab") else spec.delimiter
+            options.append(f"delim={sql_string(delimiter)}")
+        return f"SELECT * FROM read_csv({_path_list(files)}, {', '.join(options)})"
+    if fmt == "jsonl":
+        return (
+            f"SELECT * FROM read_json({_path_list(files)}, format='newline_delimited', "
+            "union_by_name=true, sample_size=-1)"
+        )
+    if fmt == "duckdb":
+        if not spec.table:
+            raise DataContractError(
+                f"{spec.config_key}.format is duckdb but no table is given. "
+                f"Set {spec.config_key}.table to the table to read."
+            )
+        alias = f"{view}_db"
+        con.execute(f"ATTACH {sql_string(files[0])} AS {ident(alias)} (READ_ONLY)")
+        parts = spec.table.split(".")
+        tables = [
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT table_name FROM duckdb_tables() WHERE database_name = ? "
+                "UNION SELECT DISTINCT view_name FROM duckdb_views() WHERE database_name = ?",
+                [alias, alias],
+            ).fetchall()
+        ]
+        if parts[-1] not in tables:
+            raise DataContractError(
+                f"DuckDB database {files[0]!r} has no table {spec.table!r} ({spec.config_key}.table). "
+                f"Tables found: {', '.join(sorted(tables)) or 'none'}."
+            )
+        return f"SELECT * FROM {ident(alias)}.{'.'.join(ident(p) for p in parts)}"
+    raise DataContractError(
+        f"Unknown format {fmt!r} for {spec.config_key}. Use one of: {', '.join(_FORMATS)}."
+    )
+
+
+@contextmanager
+def reading(spec: ReaderSpec, fmt: str) -> Iterator[None]:
+    """Turn a DuckDB error raised while reading ``spec`` into a DataContractError naming the file."""
+    try:
+        yield
+    except _READ_ERRORS as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = (
+            "The gzip stream ends early: the file is truncated. Re-download or re-export it."
+            if "gzip" in str(exc).lower() or "zlib" in str(exc).lower()
+            else f"Check that the file is complete and really is {fmt}, or set {spec.config_key}.format "
+            "(and delimiter/header for CSV) to match it."
+        )
+        raise DataContractError(
+            f"Could not read {spec.path!r} ({spec.config_key}, format {fmt}): {detail}. {hint}"
+        ) from exc
+
+
+def open_source(con: duckdb.DuckDBPyConnection, spec: ReaderSpec, view: str) -> SourceView:
+    """Create the DuckDB view ``view`` over a source and return its columns.
+
+    Parameters
+    ----------
+    con
+        The DuckDB connection of the load.
+    spec
+        Path, format and CSV options of the source.
+    view
+        Name of the view to create (replaced if it exists).
+
+    Returns
+    -------
+    SourceView
+        The view name, resolved format, files and ``{column: duckdb_type}``.
+
+    Raises
+    ------
+    DataContractError
+        If the path does not exist, a file is empty, is not the declared format, or cannot be read.
+    """
+    files, _ = _list_files(spec)
+    fmt = _resolve_format(spec, files)
+    for file in files[:20]:
+        _check_file(spec, file, fmt)
+    with reading(spec, fmt):
+        sql = _reader_sql(con, spec, fmt, files, view)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(view)} AS {sql}")
+        described = con.execute(f"DESCRIBE SELECT * FROM {ident(view)}").fetchall()
+    columns = {str(row[0]): str(row[1]) for row in described}
+    logger.debug(
+        "%s: %s read as %s from %d file(s): %s", spec.config_key, spec.path, fmt, len(files), columns
+    )
+    return SourceView(view=view, spec=spec, format=fmt, files=tuple(files), columns=columns)

@@ -1,0 +1,238 @@
+"""Point-in-time tests: every window is half-open, ``as_of - n days <= timestamp < as_of``.
+
+Boundary rows are commented; the property test asserts that events at or after
+as_of never move any feature of any account; subscription changes after as_of
+never move commercial or contract features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pes_ml.config import FeatureConfig
+from tests.features.conftest import AS_OF, DAY, US, Engine, make_events, open_subscriptions, row
+
+CONFIG = FeatureConfig(event_types=["login"], core_events=["login"])
+
+
+def _count(value: Any) -> bool:
+    return bool(value == 1)
+
+
+def _defined(value: Any) -> bool:
+    return bool(pd.notna(value))
+
+
+def _nonzero(value: Any) -> bool:
+    return bool(value != 0)
+
+
+# feature, window in days, "is the boundary event counted?"
+WINDOWED: list[tuple[str, int, Callable[[Any], bool]]] = [
+    ("events_7d", 7, _count),
+    ("events_30d", 30, _count),
+    ("events_90d", 90, _count),
+    ("value_sum_30d", 30, _count),
+    ("value_sum_90d", 90, _count),
+    ("events_type_login_30d", 30, _count),
+    ("active_users_7d", 7, _count),
+    ("active_users_30d", 30, _count),
+    ("active_users_90d", 90, _count),
+    ("active_days_30d", 30, _count),
+    ("event_types_30d", 30, _count),
+    ("core_events_used_30d", 30, _count),
+    ("new_users_30d", 30, _count),
+    ("events_per_active_user_7d", 7, _defined),
+    ("dau_mau_30d", 30, _defined),
+    ("dau_wau_7d", 7, _defined),
+    ("core_events_per_active_user_30d", 30, _defined),
+    ("l28_1to7_share_28d", 28, _defined),
+    ("wau_slope_12w", 84, _nonzero),
+]
+
+
+@pytest.mark.parametrize(("feature", "window", "counted"), WINDOWED, ids=[w[0] for w in WINDOWED])
+def test_window_is_half_open(duck: Engine, feature: str, window: int, counted: Callable[[Any], bool]) -> None:
+    start = AS_OF - window * DAY
+    events = make_events([
+        ("last_instant", "u", "login", AS_OF - US, 1.0),  # 1 µs before as_of: inside
+        ("at_as_of", "u", "login", AS_OF, 1.0),  # == as_of: excluded (it is the label's)
+        ("window_start", "u", "login", start, 1.0),  # == as_of - window: inside (closed start)
+        ("before_start", "u", "login", start - US, 1.0),  # 1 µs before the window: excluded
+    ])
+    accounts = ["last_instant", "at_as_of", "window_start", "before_start"]
+    features = duck.features(events, subscriptions=open_subscriptions(accounts), config=CONFIG)
+    seen = {account: counted(row(features, account)[feature]) for account in accounts}
+    assert seen == {"last_instant": True, "at_as_of": False, "window_start": True, "before_start": False}
+
+
+def test_prior_window_is_half_open(duck: Engine) -> None:
+    # Every account also has one event in the last 30 days; the trend is last 30 / prior 30 days.
+    recent = [(a, "u", "login", AS_OF - DAY) for a in ("p_end", "p_after", "p_start", "p_before")]
+    events = make_events(recent + [
+        ("p_end", "u", "login", AS_OF - 30 * DAY - US),  # last instant of the prior window: prior
+        ("p_after", "u", "login", AS_OF - 30 * DAY),  # first instant of the last 30 days: not prior
+        ("p_start", "u", "login", AS_OF - 60 * DAY),  # first instant of the prior window: prior
+        ("p_before", "u", "login", AS_OF - 60 * DAY - US),  # before the prior window: not prior
+    ])
+    subs = open_subscriptions(["p_end", "p_after", "p_start", "p_before"])
+    features = duck.features(events, subscriptions=subs, config=CONFIG)
+    trend = {a: row(features, a)["events_trend_30d"] for a in ("p_end", "p_after", "p_start", "p_before")}
+    assert trend["p_end"] == 1.0
+    assert np.isnan(trend["p_after"])
+    assert trend["p_start"] == 1.0
+    assert np.isnan(trend["p_before"])
+    assert row(features, "p_end")["dropped_users_30d"] == 0
+    assert row(features, "p_end")["active_users_trend_30d"] == 1.0
+
+
+def test_days_since_last_event_counts_whole_days_before_as_of(duck: Engine) -> None:
+    events = make_events([
+        ("r0", "u", "login", AS_OF - US),  # last instant: 0 days
+        ("r0b", "u", "login", AS_OF - DAY),  # start of the last 24 hours: still 0 days
+        ("r1", "u", "login", AS_OF - DAY - US),  # just before: 1 day
+        ("rnone", "u", "login", AS_OF),  # only at as_of: no event before as_of
+    ])
+    features = duck.features(events, subscriptions=open_subscriptions(["r0", "r0b", "r1", "rnone"]))
+    assert row(features, "r0")["days_since_last_event"] == 0
+    assert row(features, "r0b")["days_since_last_event"] == 0
+    assert row(features, "r1")["days_since_last_event"] == 1
+    assert np.isnan(row(features, "rnone")["days_since_last_event"])
+    assert np.isnan(row(features, "rnone")["days_since_last_new_user"])
+
+
+def test_presence_follows_active_subscription_at_as_of(duck: Engine) -> None:
+    events = make_events([("s_open", "u", "login", AS_OF - DAY)])
+    subs = pd.DataFrame({
+        "account_id": ["s_starts_at", "s_starts_after", "s_ends_at", "s_ends_after", "s_open"],
+        "start": [AS_OF, AS_OF + US, AS_OF - 9 * DAY, AS_OF - 9 * DAY, AS_OF - 9 * DAY],
+        "end": [None, None, AS_OF, AS_OF + US, None],
+    })
+    subs["end"] = pd.to_datetime(subs["end"], utc=True)
+    features = duck.features(events, subscriptions=subs)
+    # start <= as_of < end: starting at as_of is present, ending at as_of has already churned.
+    assert sorted(features["account_id"]) == ["s_ends_after", "s_open", "s_starts_at"]
+
+
+def test_activity_mode_presence_needs_an_event_in_the_horizon(duck: Engine) -> None:
+    events = make_events([
+        ("h_start", "u", "login", AS_OF - 90 * DAY),  # first instant of the horizon: present
+        ("h_before", "u", "login", AS_OF - 90 * DAY - US),  # before it: already churned
+        ("h_at", "u", "login", AS_OF),  # only at as_of: not yet seen
+    ])
+    features = duck.features(events, horizon_days=90)
+    assert features.attrs["mode"] == "activity"
+    assert list(features["account_id"]) == ["h_start"]
+
+
+SUB_COLUMNS = ["mrr", "seats", "plan", "billing_period_months", "days_to_renewal", "renewal_in_horizon",
+               "discount", "auto_renew", "mrr_change_90d", "tenure_days"]
+
+
+def _subscription(**overrides: Any) -> dict[str, Any]:
+    base = {"account_id": "c1", "start": pd.Timestamp("2024-01-15", tz="UTC"), "end": pd.NaT, "mrr": 100.0,
+            "seats": 5.0, "plan": "pro", "billing_period_months": 12.0, "discount": 0.1, "auto_renew": True}
+    return {**base, **overrides}
+
+
+def _subs(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    frame["end"] = pd.to_datetime(frame["end"], utc=True).dt.as_unit("us")
+    return frame
+
+
+@pytest.mark.parametrize(
+    "later",
+    [
+        pytest.param([_subscription(end=AS_OF + 10 * DAY)], id="mid-term churn cuts the end short"),
+        pytest.param([_subscription(end=AS_OF + 5 * DAY),
+                      _subscription(start=AS_OF + 5 * DAY, mrr=300.0, seats=9.0, plan="enterprise")],
+                     id="upgrade after as_of"),
+        pytest.param([_subscription(), _subscription(account_id="c2", start=AS_OF + US)],
+                     id="a new account after as_of"),
+        pytest.param([_subscription(end=AS_OF + 400 * DAY, discount=0.1)], id="end recorded later"),
+    ],
+)
+def test_subscription_changes_after_as_of_do_not_move_commercial_features(
+    duck: Engine, later: list[dict[str, Any]]
+) -> None:
+    events = make_events([("c1", "u", "login", AS_OF - DAY)])
+    before = duck.features(events, subscriptions=_subs([_subscription()]))
+    after = duck.features(events, subscriptions=_subs(later))
+    pd.testing.assert_frame_equal(before, after)
+    assert row(after, "c1")[SUB_COLUMNS].notna().all()
+
+
+def test_mid_term_churn_does_not_change_days_to_renewal(duck: Engine) -> None:
+    events = make_events([("c1", "u", "login", AS_OF - DAY)])
+    churned = duck.features(events, subscriptions=_subs([_subscription(end=AS_OF + 30 * DAY)]))
+    # Annual plan from 2024-01-15: the next renewal is 2025-01-15, whatever the recorded end says.
+    assert row(churned, "c1")["days_to_renewal"] == (pd.Timestamp("2025-01-15", tz="UTC") - AS_OF).days
+    assert row(churned, "c1")["renewal_in_horizon"] == 0.0
+
+
+# --- property: events at or after as_of never change a feature --------------------------------
+
+ACCOUNTS = st.sampled_from(["a1", "a2", "a3"])
+USERS = st.sampled_from(["u1", "u2", "u3", None])
+EVENTS = st.sampled_from(["e1", "e2", "e3", "e4"])
+MAX_US = 120 * 86_400 * 1_000_000
+
+
+def _events(offsets: st.SearchStrategy[int]) -> st.SearchStrategy[list[tuple[Any, ...]]]:
+    event = st.tuples(ACCOUNTS, USERS, EVENTS, offsets, st.one_of(st.none(), st.floats(0, 10)))
+    return st.lists(event, max_size=8)
+
+
+PAST = _events(st.integers(-MAX_US, -1))
+FUTURE = _events(st.integers(0, 40 * 86_400 * 1_000_000))
+
+
+def _frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+    return make_events([(a, u, e, AS_OF + pd.Timedelta(microseconds=o), v) for a, u, e, o, v in rows])
+
+
+@pytest.fixture(scope="module")
+def duck_module(duckdb_backend: Any, tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    return Engine(duckdb_backend, Path(tmp_path_factory.mktemp("property")))
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(past=PAST.filter(lambda rows: len(rows) > 0), future_a=FUTURE, future_b=FUTURE)
+def test_events_at_or_after_as_of_never_change_a_feature(
+    duck_module: Engine, past: list[tuple[Any, ...]], future_a: list[tuple[Any, ...]],
+    future_b: list[tuple[Any, ...]],
+) -> None:
+    # Activity mode: presence itself depends on events, so it is under test too.
+    with_a = duck_module.features(_frame(past + future_a))
+    with_b = duck_module.features(_frame(past + future_b))
+    pd.testing.assert_frame_equal(with_a, with_b, rtol=1e-12)
+    assert with_a.attrs["event_types"] == with_b.attrs["event_types"]
+    assert with_a.attrs["core_events"] == with_b.attrs["core_events"]
+
+
+def test_many_as_of_in_one_pass_equal_one_as_of_at_a_time(duck: Engine) -> None:
+    rng = np.random.default_rng(3)
+    n = 400
+    offsets = rng.integers(-200 * 86_400, 0, n) * 1_000_000 + rng.integers(0, 1_000_000, n)
+    events = make_events([
+        (f"a{rng.integers(6)}", f"u{rng.integers(4)}", f"e{rng.integers(5)}",
+         AS_OF + pd.Timedelta(microseconds=int(o)), float(rng.random()))
+        for o in offsets
+    ])
+    subs = open_subscriptions([f"a{i}" for i in range(6)], mrr=10.0, billing_period_months=1.0)
+    dates = [AS_OF - 60 * DAY, AS_OF - 30 * DAY, AS_OF]
+    together = duck.features(events, dates, subscriptions=subs, config=CONFIG)
+    for date in dates:
+        alone = duck.features(events, [date], subscriptions=subs, config=CONFIG)
+        mine = together[together["as_of"] == date].reset_index(drop=True)
+        # Percentiles are among accounts at the same as_of, so they match too.
+        pd.testing.assert_frame_equal(mine, alone, check_like=False, rtol=1e-12)

@@ -1,0 +1,92 @@
+"""Tracking, registry and promotion gate on a tmp_path SQLite store (no network)."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+from synthetic_snapshots import FEATURES, make_config, make_snapshots
+
+from pes_ml.config import DatasetConfig
+from pes_ml.dataset import split_by_time
+from pes_ml.errors import ModelNotFoundError, PromotionRejected
+from pes_ml.registry import CHALLENGER, CHAMPION, champion_version, list_versions, load_pes_model, promote, register
+from pes_ml.tracking import log_training_run
+from pes_ml.train import train_models
+
+pytestmark = pytest.mark.slow
+
+SPEC = {
+    "lightgbm": {
+        "objective": "binary",
+        "learning_rate": 0.1,
+        "num_leaves": 7,
+        "min_data_in_leaf": 20,
+        "verbose": -1,
+        "num_threads": 1,
+    },
+    "num_boost_round": 80,
+    "early_stopping_rounds": 15,
+    "overrides": {},
+}
+# A deliberately worse model: one stump per round, two rounds, only two weak features.
+WORSE_SPEC = {**SPEC, "lightgbm": {**SPEC["lightgbm"], "num_leaves": 2, "learning_rate": 0.01}, "num_boost_round": 2}
+
+
+def train_and_register(config, spec, features=FEATURES, log_plots=False):
+    split = split_by_time(make_snapshots(7), DatasetConfig(), 30)
+    result = train_models(split, features, config, spec=spec, metadata={"test_as_of": "synthetic"})
+    run_id, uri = log_training_run(result, config, catalog_version="test", data_fingerprint="abc")
+    return result, run_id, register(config, uri, run_id)
+
+
+@pytest.fixture
+def config(tmp_path):
+    return make_config(tmp_path, tracking={"log_plots": False})
+
+
+def test_pyfunc_round_trips_through_the_registry(config, tmp_path):
+    result, run_id, version = train_and_register(config, SPEC, log_plots=True)
+    promote(config)
+    features = result.test_snapshots.head(25)
+    loaded = mlflow.pyfunc.load_model(f"models:/{config.tracking.model_name}@{CHAMPION}")
+    scores = loaded.predict(features)
+    direct = result.model.predict(features)
+    np.testing.assert_allclose(scores["churn_probability"], direct["churn_probability"], rtol=1e-12)
+    np.testing.assert_allclose(scores["pes"], direct["pes"], rtol=1e-12)
+    assert scores["tier"].tolist() == direct["tier"].tolist()
+    assert scores["account_id"].tolist() == features["account_id"].tolist()
+    model, number = load_pes_model(config, alias=CHAMPION)
+    assert number == version
+    assert model.outcomes["churn"].platt_slope == result.model.outcomes["churn"].platt_slope
+    assert "__pes__" in model.reference and "dau_mau_30d" in model.reference
+
+
+def test_first_promotion_needs_to_beat_baselines_and_writes_a_model_card(config, tmp_path):
+    _, _, version = train_and_register(config, SPEC)
+    decision = promote(config)
+    assert decision.promoted
+    assert champion_version(config) == version
+    card = decision.card_path.read_text()
+    assert "logistic_regression" in card and "Platt" in card
+    assert decision.card_path.parent == tmp_path / "models" / config.tracking.model_name
+    versions = list_versions(config)
+    assert versions.loc[versions["version"] == version, "aliases"].item() == f"{CHALLENGER},{CHAMPION}"
+
+
+def test_promotion_gate_refuses_a_deliberately_worse_model(config):
+    train_and_register(config, SPEC)
+    promote(config)
+    champion = champion_version(config)
+    _, _, worse = train_and_register(config, WORSE_SPEC, features=["seats", "tenure_days"])
+    with pytest.raises(PromotionRejected, match="gate") as excinfo:
+        promote(config)
+    assert any("roc_auc" in gate for gate in excinfo.value.failed_gates)
+    assert champion_version(config) == champion  # @champion did not move
+    versions = list_versions(config).set_index("version")
+    assert versions.loc[worse, "promotion"] == "rejected"
+
+
+def test_promote_without_challenger_raises_model_not_found(config):
+    with pytest.raises(ModelNotFoundError, match="pes-ml train"):
+        promote(config)
