@@ -37,7 +37,8 @@ logger = logging.getLogger("pes_ml.cli")
 
 DEFAULT_CONFIG = Path("pipelines/conf/base/pes.yaml")
 ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", help="YAML config (sources, stages). See pipelines/conf/base/pes.yaml.")
+    Path,
+    typer.Option("--config", "-c", help="YAML config (sources, stages). See pipelines/conf/base/pes.yaml."),
 ]
 
 T = TypeVar("T")
@@ -123,9 +124,9 @@ def main(
 
 @app.command()
 def simulate(
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for events/, subscriptions.parquet, accounts.parquet.")] = Path(
-        "data/sim"
-    ),
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder for events/, subscriptions.parquet, accounts.parquet.")
+    ] = Path("data/sim"),
     accounts: Annotated[int, typer.Option(help="Number of accounts to simulate.")] = 2000,
     days: Annotated[int, typer.Option(help="Days of history.")] = 540,
     start: Annotated[str, typer.Option(help="First day of the simulation (YYYY-MM-DD).")] = "2024-01-01",
@@ -183,7 +184,7 @@ def validate(
     recon = _run(lambda: ingest(cfg))
     _print_reconciliation(recon)
     if not recon.balanced:
-        console.print("[bold red]error:[/] counts do not reconcile; this is a bug in pes_ml, please report it.")
+        console.print("[bold red]error:[/] counts do not reconcile; this is a bug in pes_ml, report it.")
         raise typer.Exit(code=3)
     if strict and recon.quarantined_total:
         console.print(f"[yellow]{recon.quarantined_total:,} rows quarantined (--strict).[/]")
@@ -240,3 +241,48 @@ def export(
             out.print(f"Upserted {rows:,} accounts into table {table}")
 
     _run(_export)
+
+
+@app.command()
+def score(
+    as_of: Annotated[
+        str, typer.Option("--as-of", help="Cutoff date (YYYY-MM-DD): features see events before it.")
+    ],
+    config: ConfigOption = DEFAULT_CONFIG,
+    model_alias: Annotated[
+        str, typer.Option("--model-alias", help="Registered model alias to score with.")
+    ] = "champion",
+    model_version: Annotated[
+        str | None, typer.Option("--model-version", help="Score with this version instead of the alias.")
+    ] = None,
+    allow_drift: Annotated[
+        bool, typer.Option("--allow-drift", help="Score even when feature drift exceeds score.psi_error.")
+    ] = False,
+) -> None:
+    """Score every account active at --as-of with the champion model and commit the run to the store.
+
+    Writes scores, exact SHAP reasons and a run manifest atomically; rerunning the same as_of replaces
+    that run. Exit codes: 3 data contract, 5 no model, 7 drift, 8 run in progress.
+    """
+    from pes_ml.config import load_config
+    from pes_ml.score import score_accounts
+
+    cfg = _run(lambda: load_config(config))
+    with _progress() as progress:
+        run = _run(
+            lambda: score_accounts(
+                cfg,
+                as_of,
+                alias=model_alias,
+                version=model_version,
+                allow_drift=allow_drift,
+                progress=progress,
+            )
+        )
+    tiers = run.scores["tier"].value_counts().to_dict()
+    out.print(
+        f"Run {run.run_id}: scored {len(run.scores):,} accounts at as_of {run.as_of} "
+        f"with model version {run.manifest['model']['version']}; tiers {tiers}."
+    )
+    for name, value in sorted(run.drift.warnings.items()):
+        console.print(f"[yellow]drift warning:[/] {name} PSI {value:.3f}")

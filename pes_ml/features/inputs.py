@@ -24,6 +24,7 @@ from typing import Any, Final
 import ibis
 import ibis.expr.types as ir
 import pandas as pd
+import pyarrow as pa
 
 from pes_ml.errors import DataContractError
 from pes_ml.schemas import (
@@ -179,15 +180,15 @@ class AsOfGrid:
 
     def as_of_table(self) -> ir.Table:
         """One row per as_of: j, a (its day), as_of and as_of - 90 days."""
-        frame = pd.DataFrame(
-            {
-                J: pd.Series(range(len(self.as_of)), dtype="int64"),
-                A: pd.Series(self.days, dtype="int64"),
-                AS_OF: pd.Series(pd.DatetimeIndex(self.as_of).as_unit("us")),
-                AS_OF_90D: pd.Series(pd.DatetimeIndex(self.as_of).as_unit("us") - pd.Timedelta(days=90)),
-            }
-        )
-        return ibis.memtable(frame)
+        micros = [t.value // 1_000 for t in self.as_of]
+        utc = pa.timestamp("us", tz="UTC")
+        table = pa.table({
+            J: pa.array(range(len(micros)), pa.int64()),
+            A: pa.array(self.days, pa.int64()),
+            AS_OF: pa.array(micros, utc),
+            AS_OF_90D: pa.array([m - 90 * SECONDS_PER_DAY * 1_000_000 for m in micros], utc),
+        })
+        return ibis.memtable(table)
 
     def window_days_table(self, window: int = MAX_WINDOW_DAYS) -> ir.Table:
         """(j, a, day, rel) for the ``window`` days before each as_of; rel = days before as_of (0 = last day).
@@ -196,8 +197,9 @@ class AsOfGrid:
         as_of whose window holds it; this is how many as_of dates share one pass.
         """
         rows = [(j, a, a - 1 - rel, rel) for j, a in enumerate(self.days) for rel in range(window)]
-        frame = pd.DataFrame(rows, columns=[J, A, DAY, REL]).astype("int64")
-        return ibis.memtable(frame)
+        columns = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
+        table = pa.table({name: pa.array(values, pa.int64()) for name, values in zip((J, A, DAY, REL), columns, strict=True)})
+        return ibis.memtable(table)
 
 
 def as_of_grids(as_of_dates: Iterable[AsOfLike]) -> list[AsOfGrid]:

@@ -19,8 +19,8 @@ Outputs (columns from :mod:`pes_ml.schemas`)
 - ``accounts.parquet``: account_id, name, created_at, plan (initial), segment, seats
   (initial), industry.
 
-Sizing: about ``EVENTS_PER_ACCOUNT_DAY`` (~8) events per account per simulated day,
-~4,500 events per account at 540 days; ``SimulationConfig.for_target_events(n)``
+Sizing: about ``EVENTS_PER_ACCOUNT_DAY`` (~9) events per account per simulated day,
+~5,000 events per account at 540 days; ``SimulationConfig.for_target_events(n)``
 picks ``n_accounts`` for a target volume.
 
 Mechanisms

@@ -544,7 +544,7 @@ class BatchSimulator:
         cancelled = idx[churn]
         self.notice[cancelled] = True
         # Once they have decided to leave, the team moves its work elsewhere.
-        self.s[cancelled] -= rng.uniform(1.0, 3.0, cancelled.size)
+        self.s[cancelled] -= rng.uniform(1.5, 3.5, cancelled.size)
         # Expansion: users near or above the seats, broad core adoption and growth.
         unmet = np.maximum(self.target[idx] - seats, 0.0) / seats
         n_alive = st["n_alive"][idx]

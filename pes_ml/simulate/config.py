@@ -70,7 +70,7 @@ TRIAL_DAYS: Final = 14
 
 #: Measured at the defaults (seed 7, 540 days): events per account per simulated day.
 #: ``SimulationConfig.for_target_events`` uses it to size a run.
-EVENTS_PER_ACCOUNT_DAY: Final = 8.3
+EVENTS_PER_ACCOUNT_DAY: Final = 9.4
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class SimulationConfig:
     ----------
     n_accounts
         Accounts to simulate. The volume of events grows linearly with it:
-        about ``EVENTS_PER_ACCOUNT_DAY * days`` events per account (~4,500 at 540 days).
+        about ``EVENTS_PER_ACCOUNT_DAY * days`` events per account (~5,000 at 540 days).
     days
         Days of history, starting at ``start``.
     start
@@ -158,7 +158,7 @@ class SimulationConfig:
         Examples
         --------
         >>> SimulationConfig.for_target_events(10_000_000).n_accounts
-        2232
+        1971
         """
         days = int(overrides.get("days", cls.days))
         per_account = EVENTS_PER_ACCOUNT_DAY * days * float(overrides.get("activity_scale", 1.0) or 1.0)

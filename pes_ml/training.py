@@ -1,0 +1,128 @@
+"""The train stage end to end: clean tables -> snapshots -> models -> MLflow run -> @challenger.
+
+``pes-ml train`` and ``pipelines/train.py`` call :func:`run_training`; each step
+is a function of its own module, so this file only wires them together.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from pes_ml.config import PesConfig
+from pes_ml.dataset import as_of_schedule, fingerprint, join_snapshots, split_by_time
+from pes_ml.errors import DataContractError
+from pes_ml.labels import make_labels, to_utc
+from pes_ml.progress import NoProgress, Progress
+from pes_ml.schemas import START, TIMESTAMP
+from pes_ml.train import TrainingResult, train_models
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """What a training job produced."""
+
+    run_id: str
+    model_name: str
+    version: str
+    result: TrainingResult
+
+
+def _time_range(path: Path, column: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        # epoch microseconds: fetching TIMESTAMPTZ values would need pytz
+        query = f"SELECT epoch_us(min({column})), epoch_us(max({column})) FROM read_parquet(?)"
+        low, high = con.execute(query, [str(path)]).fetchone()  # type: ignore[misc]
+    finally:
+        con.close()
+    if low is None:
+        raise DataContractError(f"{path} has no rows with a {column}; nothing to train on.")
+    return pd.Timestamp(low, unit="us", tz="UTC"), pd.Timestamp(high, unit="us", tz="UTC")
+
+
+def data_window(config: PesConfig, paths: dict[str, Path]) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """(first observed instant, exclusive end of data): labels.data_end, else the day after the last event."""
+    start, last = _time_range(paths["events"], TIMESTAMP)
+    if paths["subscriptions"].is_file():
+        sub_start, sub_last = _time_range(paths["subscriptions"], START)
+        start, last = min(start, sub_start), max(last, sub_last)
+    end = to_utc(config.labels.data_end) if config.labels.data_end else last.floor("D") + pd.Timedelta(days=1)
+    return start, end
+
+
+def run_training(config: PesConfig, progress: Progress | None = None, *, run_name: str | None = None) -> TrainingOutcome:
+    """Build point-in-time snapshots, train and evaluate, log to MLflow and register as @challenger.
+
+    Parameters
+    ----------
+    config
+        The project config. Clean tables are read from ``work_dir``; ingest runs first
+        when they are missing.
+    progress
+        Progress reporter (the CLI draws a bar).
+    run_name
+        Optional MLflow run name.
+
+    Returns
+    -------
+    TrainingOutcome
+
+    Raises
+    ------
+    DataContractError
+        If the data covers too little time for the horizon and the split.
+    ConfigError
+        If the churn model cannot be trained.
+    """
+    from pes_ml.features import CATALOG_VERSION, build_features, feature_specs, model_feature_names
+    from pes_ml.ingest import clean_paths, ingest
+    from pes_ml.registry import register
+    from pes_ml.tracking import log_training_run
+
+    progress = progress or NoProgress()
+    paths = clean_paths(config)
+    if not paths["events"].is_file():
+        logger.info("clean tables not found in %s; running ingest first", config.work_dir)
+        ingest(config)
+    start, end = data_window(config, paths)
+    dates = as_of_schedule(config.dataset, start, end, config.labels.horizon_days)
+    logger.info("data %s .. %s; %d as_of dates %s .. %s", start, end, len(dates), dates[0].date(), dates[-1].date())
+    progress.start("labels", total=None)
+    subscriptions = pd.read_parquet(paths["subscriptions"]) if paths["subscriptions"].is_file() else None
+    events = None
+    if subscriptions is None or config.labels.mode == "activity":
+        events = pd.read_parquet(paths["events"], columns=["account_id", TIMESTAMP])
+    labels = make_labels(config.labels, dates, subscriptions=subscriptions, events=events, data_end=end)
+    features = build_features(config, dates, progress)
+    snapshots = join_snapshots(features, labels)
+    split = split_by_time(snapshots, config.dataset, config.labels.horizon_days)
+    names = model_feature_names(features)
+    specs = feature_specs(features)
+    metadata = {
+        "data_end": end.isoformat(),
+        "catalog_version": CATALOG_VERSION,
+        "data_fingerprint": fingerprint(snapshots),
+        "feature_names": names,
+        **{f"{s}_as_of": ", ".join(d.date().isoformat() for d in split.dates(s)) for s in ("train", "validation", "test")},
+    }
+    progress.start("train", total=None)
+    result = train_models(split, names, config, metadata=metadata, specs=specs)
+    progress.start("log to MLflow", total=None)
+    run_id, uri = log_training_run(
+        result,
+        config,
+        catalog=[asdict(s) for s in specs],
+        catalog_version=CATALOG_VERSION,
+        data_fingerprint=metadata["data_fingerprint"],
+        run_name=run_name,
+    )
+    version = register(config, uri, run_id)
+    return TrainingOutcome(run_id, config.tracking.model_name, version, result)
