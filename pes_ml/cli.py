@@ -32,7 +32,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
-out = Console()
+# Plain output (pipes, CI logs) gets a wide page so tables are not truncated to 80 columns.
+out = Console() if Console().is_terminal else Console(width=200)
 logger = logging.getLogger("pes_ml.cli")
 
 DEFAULT_CONFIG = Path("pipelines/conf/base/pes.yaml")
@@ -286,3 +287,181 @@ def score(
     )
     for name, value in sorted(run.drift.warnings.items()):
         console.print(f"[yellow]drift warning:[/] {name} PSI {value:.3f}")
+
+
+# --- training, promotion and the registry (issue 4) -------------------------------------------
+
+TrackingUriOption = Annotated[
+    str | None,
+    typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI; default: tracking.tracking_uri."),
+]
+
+
+@app.command()
+def train(
+    config: ConfigOption = DEFAULT_CONFIG,
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
+    tracking_uri: TrackingUriOption = None,
+) -> None:
+    """Build point-in-time snapshots, train calibrated churn/expansion models, compare with baselines.
+
+    Logs the run to MLflow and registers the model as a new version aliased @challenger.
+    """
+    from pes_ml.config import load_config
+    from pes_ml.evaluate import comparison_table
+    from pes_ml.training import run_training
+
+    cfg = _with_tracking_uri(_run(lambda: load_config(config)), tracking_uri)
+    with _progress() as progress:
+        outcome = _run(lambda: run_training(cfg, progress, run_name=run_name))
+    for name, report in outcome.result.reports.items():
+        table = Table(title=f"{name}: test snapshots ({report.rows['test']:,} rows)")
+        comparison = comparison_table(report.metrics)
+        table.add_column("scorer")
+        for column in comparison.columns:
+            table.add_column(column, justify="right")
+        for scorer, row in comparison.iterrows():
+            table.add_row(str(scorer), *(f"{v:.4f}" for v in row))
+        out.print(table)
+    for name, reason in outcome.result.skipped.items():
+        out.print(f"[yellow]{name} not trained:[/] {reason}")
+    out.print(
+        f"Run {outcome.run_id}: registered {outcome.model_name} v{outcome.version} as @challenger. "
+        f"Next: `pes-ml promote --config {config}`."
+    )
+
+
+def _with_tracking_uri(cfg: Any, tracking_uri: str | None) -> Any:
+    if not tracking_uri:
+        return cfg
+    return cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"tracking_uri": tracking_uri})})
+
+
+@app.command()
+def promote(
+    config: ConfigOption = DEFAULT_CONFIG,
+    model_version: Annotated[
+        str | None, typer.Option("--model-version", help="Version to promote; default: @challenger.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Promote even if gates fail (failures are recorded).")] = False,
+    tracking_uri: TrackingUriOption = None,
+) -> None:
+    """Move @champion to the challenger when it passes the promotion gate; write its model card.
+
+    Exits with code 6 and lists the failed gates when the challenger is not better.
+    """
+    from pes_ml.config import load_config
+    from pes_ml.errors import PromotionRejected
+    from pes_ml.registry import promote as promote_model
+
+    cfg = _with_tracking_uri(_run(lambda: load_config(config)), tracking_uri)
+    try:
+        decision = promote_model(cfg, model_version, force=force)
+    except PromotionRejected as exc:
+        console.print(f"[bold red]error:[/] not promoted; {len(exc.failed_gates)} gate(s) failed:")
+        for gate in exc.failed_gates:
+            console.print(f"  - {gate}", highlight=False)
+        raise typer.Exit(code=exc.exit_code) from None
+    except PesError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=exc.exit_code) from None
+    for gate in decision.passed:
+        out.print(f"  passed: {gate}", highlight=False)
+    name = cfg.tracking.model_name
+    out.print(f"{name} v{decision.version} is now @champion. Model card: {decision.card_path}")
+
+
+@app.command()
+def models(
+    config: ConfigOption = DEFAULT_CONFIG,
+    tracking_uri: TrackingUriOption = None,
+) -> None:
+    """List registered versions with their aliases, test metrics and promotion decision."""
+    from pes_ml.config import load_config
+    from pes_ml.registry import list_versions
+
+    cfg = _with_tracking_uri(_run(lambda: load_config(config)), tracking_uri)
+    versions = _run(lambda: list_versions(cfg))
+    if versions.empty:
+        out.print(f"No versions of {cfg.tracking.model_name!r} yet. Run `pes-ml train`.")
+        return
+    table = Table(title=f"Registered model {cfg.tracking.model_name!r}")
+    for column in versions.columns:
+        table.add_column(column)
+    for row in versions.itertuples(index=False):
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v or "") for v in row))
+    out.print(table)
+
+
+@app.command()
+def report(
+    run: Annotated[
+        str, typer.Option(help="Run id to report on, or 'latest' (the run with the latest as_of).")
+    ] = "latest",
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Report folder; replaced when it holds an earlier report.")
+    ] = Path("report"),
+    store_path: Annotated[
+        Path | None, typer.Option("--store", help="Run store folder; default: store.path from the config.")
+    ] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Build the static HTML report for CS (portfolio, account and model pages) and print index.html's path.
+
+    The folder is self-contained: open index.html from the file system or put it on any static host.
+    """
+    from pes_ml.config import load_config
+    from pes_ml.report import build_report
+    from pes_ml.store import RunStore
+
+    def _report() -> Path:
+        # With --store, the config is optional (it only names the horizon in the text).
+        if store_path is not None:
+            cfg = load_config(config) if config.exists() else None
+            return build_report(RunStore(store_path), out_dir, run=run, config=cfg)
+        cfg = load_config(config)
+        return build_report(RunStore.from_config(cfg), out_dir, run=run, config=cfg)
+
+    index = _run(_report)
+    out.print(str(index.resolve()), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def features(
+    as_of: Annotated[
+        list[str],
+        typer.Option("--as-of", help="Snapshot date (YYYY-MM-DD, UTC midnight) or instant; repeatable."),
+    ],
+    out_file: Annotated[Path, typer.Option("--out", help="FeatureFrame Parquet file to write.")] = Path(
+        "features.parquet"
+    ),
+    config: ConfigOption = DEFAULT_CONFIG,
+    reingest: Annotated[
+        bool,
+        typer.Option(
+            "--ingest/--no-ingest",
+            help="Re-read and validate the sources first. By default the clean tables of the last "
+            "`pes-ml validate` are used, and sources are ingested only when no clean events table exists.",
+        ),
+    ] = False,
+) -> None:
+    """Compute point-in-time features and the classic PES for every account present at each --as-of.
+
+    Reads the clean tables under <work_dir>/clean/ (written by `pes-ml validate`; ingested
+    automatically when missing) on the configured engine (duckdb or spark), and writes one row per
+    (account_id, as_of) to --out.
+    """
+    from pes_ml.config import load_config
+    from pes_ml.features import build_features
+    from pes_ml.ingest import clean_paths, ingest
+
+    cfg = _run(lambda: load_config(config))
+    if reingest or not clean_paths(cfg)["events"].exists():
+        recon = _run(lambda: ingest(cfg))
+        _print_reconciliation(recon)
+    with _progress() as progress:
+        frame = _run(lambda: build_features(cfg, as_of, progress=progress))
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out_file, index=False)
+    n_dates = frame["as_of"].nunique()
+    out.print(f"Wrote {len(frame):,} rows x {frame.shape[1]} columns ({n_dates} as_of) to {out_file}")

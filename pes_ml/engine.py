@@ -98,3 +98,16 @@ def materialized(expr: Any) -> Iterator[Any]:
         yield table
     finally:
         backend.raw_sql(f'DROP TABLE IF EXISTS temp.main."{name}"')
+
+
+def to_arrow(expr: Any) -> Any:
+    """Execute an Ibis table expression and return a pyarrow Table, on either engine.
+
+    On Spark, Ibis converts through pandas (slow, and it trips a pandas 3 deprecation
+    on tz-aware columns); Spark 4's ``DataFrame.toArrow`` is used instead.
+    """
+    backend = expr._find_backend(use_default=True)
+    if backend.name == "pyspark":
+        backend._run_pre_execute_hooks(expr)
+        return backend._session.sql(backend.compile(expr)).toArrow()
+    return expr.to_pyarrow()

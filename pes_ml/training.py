@@ -58,7 +58,9 @@ def data_window(config: PesConfig, paths: dict[str, Path]) -> tuple[pd.Timestamp
     return start, end
 
 
-def run_training(config: PesConfig, progress: Progress | None = None, *, run_name: str | None = None) -> TrainingOutcome:
+def run_training(
+    config: PesConfig, progress: Progress | None = None, *, run_name: str | None = None
+) -> TrainingOutcome:
     """Build point-in-time snapshots, train and evaluate, log to MLflow and register as @challenger.
 
     Parameters
@@ -94,7 +96,9 @@ def run_training(config: PesConfig, progress: Progress | None = None, *, run_nam
         ingest(config)
     start, end = data_window(config, paths)
     dates = as_of_schedule(config.dataset, start, end, config.labels.horizon_days)
-    logger.info("data %s .. %s; %d as_of dates %s .. %s", start, end, len(dates), dates[0].date(), dates[-1].date())
+    logger.info(
+        "data %s .. %s; %d as_of dates %s .. %s", start, end, len(dates), dates[0].date(), dates[-1].date()
+    )
     progress.start("labels", total=None)
     subscriptions = pd.read_parquet(paths["subscriptions"]) if paths["subscriptions"].is_file() else None
     events = None
@@ -111,7 +115,10 @@ def run_training(config: PesConfig, progress: Progress | None = None, *, run_nam
         "catalog_version": CATALOG_VERSION,
         "data_fingerprint": fingerprint(snapshots),
         "feature_names": names,
-        **{f"{s}_as_of": ", ".join(d.date().isoformat() for d in split.dates(s)) for s in ("train", "validation", "test")},
+        **{
+            f"{s}_as_of": ", ".join(d.date().isoformat() for d in split.dates(s))
+            for s in ("train", "validation", "test")
+        },
     }
     progress.start("train", total=None)
     result = train_models(split, names, config, metadata=metadata, specs=specs)

@@ -12,34 +12,37 @@ TreeSHAP of the raw score (log-odds for a binary model), where a feature that is
 
 How (Fast TreeSHAP v2, Yang 2021, arXiv:2109.09847)
 --------------------------------------------------
-For one leaf ``l`` with value ``v``, let ``P`` be the distinct features split on
-along its root-to-leaf path (``n = |P|``), ``r_j`` the product of the cover ratios
+For one leaf with value ``v``, let ``P`` be the distinct features split on along its
+root-to-leaf path (``n = |P|``), ``r_j`` the product of the cover ratios
 ``count(child) / count(node)`` of the splits on feature ``j`` along that path, and
 ``O(x) ⊆ P`` the features whose every split on the path sends ``x`` the path's way.
 Path-dependent TreeSHAP of that leaf is::
 
-    phi_i = v (o_i - r_i) sum_{S ⊆ O \\ {i}} w(|S|, n) prod_{j in P \\ S \\ {i}} r_j,
+    phi_i = v (o_i - r_i) sum_{S ⊆ O - {i}} w(|S|, n) prod_{j in P - S - {i}} r_j,
     w(k, n) = k! (n - k - 1)! / n!
 
-which factorises, with ``R(O) = prod_{j in P \\ O} r_j`` and
-``H(U) = sum_{S ⊆ U} w(|S|, n) prod_{j in U \\ S} r_j``, into::
+With ``F(U) = sum_{S ⊆ U} w(|S|, n) prod_{j in P - S} r_j`` this is::
 
-    i in O:      phi_i = +v (1 - r_i) R(O) H(O \\ {i})
-    i not in O:  phi_i = -v R(O) H(O)
+    i in O:      phi_i = v (1 - r_i) / r_i * F(O - {i})
+    i not in O:  phi_i = -v F(O)
 
-``v * H(U)`` depends on the leaf and the subset ``U`` only, so it is tabulated once
-per model for every subset (``2**n`` numbers per leaf, filled from elementary
-symmetric polynomials of the ``r_j``). Explaining a row then costs, per tree, one
-decision per internal node plus ``O(path length)`` work per leaf — instead of the
-``O(L D^2)`` extend/unwind recursion of classic TreeSHAP — with no division, so a
-zero cover ratio is handled exactly. Rows are processed in blocks, tree by tree, so
-a tree's tables stay in cache while a block streams through, and blocks run in
-parallel on every core (``numba.prange``).
+``v F(U)`` depends only on the leaf and the subset ``U``, so it is tabulated once per
+model for every subset (``2**n`` numbers per leaf, from elementary symmetric
+polynomials of the ``r_j``). Explaining a row then costs, per tree, one pass over the
+internal nodes — each decides its split once and hands its children the bitmask of
+the tree's features on which ``x`` has left the path so far — and, per leaf, ``n``
+bit tests to read ``O`` and ``n`` table lookups, one per path feature: ``O(L D)``
+instead of classic TreeSHAP's ``O(L D^2)`` extend/unwind recursion. Rows are processed
+in blocks, tree by tree, so that a tree's tables stay in cache while a block streams
+through, and blocks run in parallel on all cores (``numba.prange``). The accumulation
+is branch-free on purpose: which way a row goes is data, and mispredicted branches
+cost more than the arithmetic.
 
-Trees whose longest path has more than :data:`MAX_FAST_PATH_FEATURES` distinct
-features (``2**n`` gets large), and any trees past the table memory budget, fall back
-to LightGBM's own C++ TreeSHAP (``pred_contrib`` for just those iterations), which
-computes the same quantity.
+Trees the fast path does not take — a path with more than
+:data:`MAX_FAST_PATH_FEATURES` distinct features (``2**n`` grows fast), more than 63
+distinct features in one tree (the bitmask), a node without training rows (no cover
+ratio), or past the table memory budget — are explained by LightGBM's own C++
+TreeSHAP (``pred_contrib`` for just those iterations), which computes the same values.
 
 The split decisions mirror LightGBM's ``Tree::NumericalDecision`` and
 ``Tree::CategoricalDecision`` exactly (``<=`` thresholds, missing type None / Zero /
@@ -51,6 +54,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,9 +80,10 @@ _INT_MAX = 2147483647.0
 class PackedModel:
     """A LightGBM booster flattened into arrays for the compiled kernels.
 
-    Node indices are per tree (``tree_node_start`` gives each tree's offset into the
-    node arrays); leaves, path entries, slots (distinct path features) and tables
-    are global.
+    Nodes are stored per tree in an order where a parent precedes its children
+    (``tree_node_start`` gives each tree's offset); children are local node indices,
+    or ``~leaf`` for a leaf (leaf numbers local to the tree). Leaves, slots (the
+    distinct features of a leaf's path) and tables are global.
     """
 
     n_features: int
@@ -92,19 +97,19 @@ class PackedModel:
     node_decision: np.ndarray
     node_cat_start: np.ndarray
     node_cat_len: np.ndarray
+    node_bit: np.ndarray  # index of the node's feature among its tree's distinct features
+    node_left: np.ndarray
+    node_right: np.ndarray
     cat_bits: np.ndarray
     tree_leaf_start: np.ndarray
-    leaf_path_start: np.ndarray
-    path_node: np.ndarray
-    path_left: np.ndarray
-    path_slot: np.ndarray
     leaf_slot_start: np.ndarray
     slot_feature: np.ndarray
-    slot_r: np.ndarray
-    leaf_value: np.ndarray
+    slot_bit: np.ndarray
+    slot_coef: np.ndarray  # (1 - r) / r
     leaf_table_start: np.ndarray
-    tables: np.ndarray
+    tables: np.ndarray  # v F(U) per leaf and subset U of its slots
     max_nodes: int
+    max_leaves: int
 
     @property
     def table_bytes(self) -> int:
@@ -164,6 +169,19 @@ def _parse_trees(model_text: str) -> tuple[int, list[_Tree]]:
     return n_features, trees
 
 
+def _preorder(tree: _Tree) -> list[int]:
+    """Internal nodes with every parent before its children."""
+    order: list[int] = []
+    stack = [0]
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        for child in (int(tree.right_child[node]), int(tree.left_child[node])):
+            if child >= 0:
+                stack.append(child)
+    return order
+
+
 def _leaf_paths(tree: _Tree) -> list[list[tuple[int, bool]]]:
     """For each leaf, its root-to-leaf path as (node, goes_left) pairs."""
     paths: list[list[tuple[int, bool]]] = [[] for _ in range(tree.num_leaves)]
@@ -177,6 +195,32 @@ def _leaf_paths(tree: _Tree) -> list[list[tuple[int, bool]]]:
             else:
                 stack.append((child, step))
     return paths
+
+
+@dataclass
+class _Leaf:
+    value: float
+    features: list[int]  # distinct features on the path, in path order (the leaf's slots)
+    ratios: list[float]  # product of the cover ratios of the splits on each feature
+
+
+def _leaves(tree: _Tree) -> list[_Leaf]:
+    leaves = []
+    for leaf, path in enumerate(_leaf_paths(tree)):
+        features: list[int] = []
+        ratios: list[float] = []
+        for node, left in path:
+            child = int(tree.left_child[node] if left else tree.right_child[node])
+            child_count = tree.internal_count[child] if child >= 0 else tree.leaf_count[~child]
+            ratio = float(child_count / tree.internal_count[node])
+            feature = int(tree.split_feature[node])
+            if feature in features:
+                ratios[features.index(feature)] *= ratio
+            else:
+                features.append(feature)
+                ratios.append(ratio)
+        leaves.append(_Leaf(float(tree.leaf_value[leaf]), features, ratios))
+    return leaves
 
 
 def pack_model(
@@ -201,155 +245,139 @@ def pack_model(
     -------
     PackedModel
         Arrays for :func:`tree_shap`.
+
+    Raises
+    ------
+    ValueError
+        If the model has linear trees (no TreeSHAP explanation).
     """
     n_features, trees = _parse_trees(model_text)
 
-    # First pass: paths, distinct features and cover ratios per leaf; decide fast vs fallback.
-    per_tree: list[list[tuple[list[tuple[int, bool]], list[int], list[float], list[int]]]] = []
+    # Which trees take the fast path.
+    leaves_of: list[list[_Leaf]] = []
     table_size: list[int] = []
-    eligible: list[bool] = []
     for tree in trees:
-        leaves: list[tuple[list[tuple[int, bool]], list[int], list[float], list[int]]] = []
-        ok = True
-        if tree.num_leaves > 1:
-            if np.any(tree.internal_count <= 0):
-                ok = False  # an empty node has no cover ratio; LightGBM decides what it means
-            for path in _leaf_paths(tree):
-                feats: list[int] = []
-                ratios: list[float] = []
-                slots: list[int] = []
-                for node, left in path:
-                    child = int(tree.left_child[node] if left else tree.right_child[node])
-                    child_count = tree.internal_count[child] if child >= 0 else tree.leaf_count[~child]
-                    ratio = float(child_count / tree.internal_count[node]) if ok else 0.0
-                    feature = int(tree.split_feature[node])
-                    if feature in feats:
-                        slot = feats.index(feature)
-                        ratios[slot] *= ratio
-                    else:
-                        slot = len(feats)
-                        feats.append(feature)
-                        ratios.append(ratio)
-                    slots.append(slot)
-                leaves.append((path, feats, ratios, slots))
-            if max(len(leaf[1]) for leaf in leaves) > max_path_features:
-                ok = False
-        per_tree.append(leaves)
-        eligible.append(ok)
-        table_size.append(sum(1 << len(leaf[1]) for leaf in leaves) if ok else 0)
-
+        ok = (
+            tree.num_leaves > 1
+            and bool(np.all(tree.internal_count > 0))
+            and bool(np.all(tree.leaf_count > 0))
+        )
+        ok = ok and len(set(tree.split_feature.tolist())) <= 63
+        leaves = _leaves(tree) if ok else []
+        ok = ok and max(len(leaf.features) for leaf in leaves) <= max_path_features
+        leaves_of.append(leaves)
+        table_size.append(sum(1 << len(leaf.features) for leaf in leaves) if ok else -1)
     fast = np.zeros(len(trees), dtype=bool)
     budget = table_budget_bytes // 8
     for t in sorted(range(len(trees)), key=lambda i: table_size[i]):
-        if eligible[t] and table_size[t] <= budget:
+        if 0 <= table_size[t] <= budget:
             fast[t] = True
             budget -= table_size[t]
 
-    # Second pass: flatten. Fallback trees keep no nodes or leaves here.
-    tree_node_start = [0]
-    tree_leaf_start = [0]
-    node_feature: list[int] = []
-    node_threshold: list[float] = []
-    node_decision: list[int] = []
-    node_cat_start: list[int] = []
-    node_cat_len: list[int] = []
+    nodes: dict[str, list[float]] = {
+        k: [] for k in ("feature", "threshold", "decision", "cat_start", "cat_len", "bit", "left", "right")
+    }
+    slots: dict[str, list[float]] = {k: [] for k in ("feature", "bit", "coef", "r")}
+    tree_node_start, tree_leaf_start, leaf_slot_start, leaf_table_start = [0], [0], [0], [0]
+    leaf_value: list[float] = []
     cat_bits: list[np.ndarray] = []
     cat_offset = 0
-    leaf_path_start = [0]
-    path_node: list[int] = []
-    path_left: list[bool] = []
-    path_slot: list[int] = []
-    leaf_slot_start = [0]
-    slot_feature: list[int] = []
-    slot_r: list[float] = []
-    leaf_value: list[float] = []
-    leaf_table_start = [0]
     base_value = 0.0
-    max_nodes = 1
+    max_nodes = max_leaves = 1
     for t, tree in enumerate(trees):
         if tree.num_leaves == 1:
             base_value += float(tree.leaf_value[0])
-        if not fast[t] or tree.num_leaves == 1:
-            tree_node_start.append(tree_node_start[-1])
-            tree_leaf_start.append(tree_leaf_start[-1])
-            continue
-        n_nodes = tree.num_leaves - 1
-        max_nodes = max(max_nodes, n_nodes)
-        for node in range(n_nodes):
-            decision = int(tree.decision_type[node])
-            node_feature.append(int(tree.split_feature[node]))
-            node_decision.append(decision)
-            node_threshold.append(float(tree.threshold[node]))
-            if decision & 1:
-                cat_idx = int(tree.threshold[node])
-                lo, hi = int(tree.cat_boundaries[cat_idx]), int(tree.cat_boundaries[cat_idx + 1])
-                node_cat_start.append(cat_offset + lo)
-                node_cat_len.append(hi - lo)
-            else:
-                node_cat_start.append(0)
-                node_cat_len.append(0)
-        if tree.cat_threshold.size:
-            cat_bits.append(tree.cat_threshold)
-            cat_offset += tree.cat_threshold.size
-        for leaf, (path, feats, ratios, slots) in enumerate(per_tree[t]):
-            value = float(tree.leaf_value[leaf])
-            base_value += value * math.prod(ratios)
-            path_node.extend(node for node, _ in path)
-            path_left.extend(left for _, left in path)
-            path_slot.extend(slots)
-            slot_feature.extend(feats)
-            slot_r.extend(ratios)
-            leaf_value.append(value)
-            leaf_path_start.append(len(path_node))
-            leaf_slot_start.append(len(slot_feature))
-            leaf_table_start.append(leaf_table_start[-1] + (1 << len(feats)))
-        tree_node_start.append(len(node_feature))
+        if fast[t]:
+            order = _preorder(tree)
+            local = {node: i for i, node in enumerate(order)}
+            bit_of = {f: i for i, f in enumerate(dict.fromkeys(int(tree.split_feature[n]) for n in order))}
+            for node in order:
+                decision = int(tree.decision_type[node])
+                nodes["feature"].append(int(tree.split_feature[node]))
+                nodes["threshold"].append(float(tree.threshold[node]))
+                nodes["decision"].append(decision)
+                nodes["bit"].append(bit_of[int(tree.split_feature[node])])
+                for side, child in (("left", tree.left_child[node]), ("right", tree.right_child[node])):
+                    nodes[side].append(local[int(child)] if child >= 0 else int(child))
+                if decision & 1:  # categorical: threshold indexes the tree's bitsets
+                    cat_idx = int(tree.threshold[node])
+                    lo, hi = int(tree.cat_boundaries[cat_idx]), int(tree.cat_boundaries[cat_idx + 1])
+                    nodes["cat_start"].append(cat_offset + lo)
+                    nodes["cat_len"].append(hi - lo)
+                else:
+                    nodes["cat_start"].append(0)
+                    nodes["cat_len"].append(0)
+            if tree.cat_threshold.size:
+                cat_bits.append(tree.cat_threshold)
+                cat_offset += tree.cat_threshold.size
+            for leaf in leaves_of[t]:
+                base_value += leaf.value * math.prod(leaf.ratios)
+                slots["feature"].extend(leaf.features)
+                slots["bit"].extend(bit_of[f] for f in leaf.features)
+                slots["coef"].extend((1.0 - r) / r for r in leaf.ratios)
+                slots["r"].extend(leaf.ratios)
+                leaf_value.append(leaf.value)
+                leaf_slot_start.append(len(slots["feature"]))
+                leaf_table_start.append(leaf_table_start[-1] + (1 << len(leaf.features)))
+            max_nodes = max(max_nodes, len(order))
+            max_leaves = max(max_leaves, tree.num_leaves)
+        tree_node_start.append(len(nodes["feature"]))
         tree_leaf_start.append(len(leaf_value))
 
     packed_leaf_slot_start = np.array(leaf_slot_start, dtype=np.int64)
-    packed_slot_r = np.array(slot_r, dtype=np.float64)
     packed_leaf_value = np.array(leaf_value, dtype=np.float64)
     packed_table_start = np.array(leaf_table_start, dtype=np.int64)
     tables = np.empty(int(packed_table_start[-1]), dtype=np.float64)
     if packed_leaf_value.size:
-        _fill_tables(packed_leaf_slot_start, packed_slot_r, packed_leaf_value, packed_table_start, tables)
+        _fill_tables(
+            packed_leaf_slot_start,
+            np.array(slots["r"], dtype=np.float64),
+            packed_leaf_value,
+            packed_table_start,
+            tables,
+        )
 
-    fast_trees = np.flatnonzero(fast & np.array([tree.num_leaves > 1 for tree in trees], dtype=bool))
-    fallback_trees = np.flatnonzero(~fast & np.array([tree.num_leaves > 1 for tree in trees], dtype=bool))
+    multi_leaf = np.array([tree.num_leaves > 1 for tree in trees], dtype=bool)
+    fallback_trees = np.flatnonzero(~fast & multi_leaf)
     if fallback_trees.size:
         logger.info(
-            "TreeSHAP: %d of %d trees exceed the fast path's limits (more than %d distinct features "
-            "on a path, empty nodes, or past the %d-byte table budget); LightGBM explains those",
+            "TreeSHAP: %d of %d trees are past the fast path's limits (more than %d distinct "
+            "features on a path, more than 63 in a tree, empty nodes, or past the %d-byte table "
+            "budget); LightGBM's own TreeSHAP explains those",
             fallback_trees.size,
             len(trees),
             max_path_features,
             table_budget_bytes,
         )
+
+    def ints(values: Sequence[float]) -> np.ndarray:
+        return np.array(values, dtype=np.int64)
+
     return PackedModel(
         n_features=n_features,
         n_trees=len(trees),
-        fast_trees=fast_trees.astype(np.int64),
+        fast_trees=np.flatnonzero(fast).astype(np.int64),
         fallback_trees=fallback_trees.astype(np.int64),
         base_value_fast=base_value,
-        tree_node_start=np.array(tree_node_start, dtype=np.int64),
-        node_feature=np.array(node_feature, dtype=np.int64),
-        node_threshold=np.array(node_threshold, dtype=np.float64),
-        node_decision=np.array(node_decision, dtype=np.int64),
-        node_cat_start=np.array(node_cat_start, dtype=np.int64),
-        node_cat_len=np.array(node_cat_len, dtype=np.int64),
+        tree_node_start=ints(tree_node_start),
+        node_feature=ints(nodes["feature"]),
+        node_threshold=np.array(nodes["threshold"], dtype=np.float64),
+        node_decision=ints(nodes["decision"]),
+        node_cat_start=ints(nodes["cat_start"]),
+        node_cat_len=ints(nodes["cat_len"]),
+        node_bit=ints(nodes["bit"]),
+        node_left=ints(nodes["left"]),
+        node_right=ints(nodes["right"]),
         cat_bits=np.concatenate(cat_bits) if cat_bits else np.zeros(1, dtype=np.uint32),
-        tree_leaf_start=np.array(tree_leaf_start, dtype=np.int64),
-        leaf_path_start=np.array(leaf_path_start, dtype=np.int64),
-        path_node=np.array(path_node, dtype=np.int64),
-        path_left=np.array(path_left, dtype=np.bool_),
-        path_slot=np.array(path_slot, dtype=np.int64),
+        tree_leaf_start=ints(tree_leaf_start),
         leaf_slot_start=packed_leaf_slot_start,
-        slot_feature=np.array(slot_feature, dtype=np.int64),
-        slot_r=packed_slot_r,
-        leaf_value=packed_leaf_value,
+        slot_feature=ints(slots["feature"]),
+        slot_bit=ints(slots["bit"]),
+        slot_coef=np.array(slots["coef"], dtype=np.float64),
         leaf_table_start=packed_table_start,
         tables=tables,
         max_nodes=max_nodes,
+        max_leaves=max_leaves,
     )
 
 
@@ -361,25 +389,32 @@ def _fill_tables(
     leaf_table_start: np.ndarray,
     tables: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """tables[leaf][U] = v * H(U) for every subset U of the leaf's path features."""
+    """tables[leaf][U] = v F(U) = v H(U) prod_{j not in U} r_j for every subset U of the leaf's slots.
+
+    ``H(U) = sum_{S ⊆ U} w(|S|, n) prod_{j in U - S} r_j = sum_k w(k, n) e_{|U|-k}(r_U)``
+    with ``e_m`` the elementary symmetric polynomials, built subset by subset.
+    """
     for leaf in prange(leaf_value.shape[0]):
         s0 = leaf_slot_start[leaf]
         n = leaf_slot_start[leaf + 1] - s0
         size = 1 << n
+        full = size - 1
         # w(k, n) = k! (n-k-1)! / n!, by the recurrence w(k) = w(k-1) * k / (n-k)
         w = np.empty(n)
         w[0] = 1.0 / n
         for k in range(1, n):
             w[k] = w[k - 1] * k / (n - k)
-        # e[U, m]: elementary symmetric polynomial of degree m of {r_j : j in U}
-        e = np.zeros((size, n + 1))
+        e = np.zeros((size, n + 1))  # e[U, m]: degree-m elementary symmetric polynomial of r_U
+        prod = np.empty(size)  # prod[U] = prod_{j in U} r_j
         e[0, 0] = 1.0
+        prod[0] = 1.0
         for u in range(1, size):
             j = 0
             while not (u >> j) & 1:
                 j += 1
             prev = u ^ (1 << j)
             r = slot_r[s0 + j]
+            prod[u] = prod[prev] * r
             e[u, 0] = 1.0
             for m in range(1, n + 1):
                 e[u, m] = e[prev, m] + r * e[prev, m - 1]
@@ -395,7 +430,7 @@ def _fill_tables(
             # |S| = k < n: U never holds all n features when it is looked up
             for k in range(min(c, n - 1) + 1):
                 h += w[k] * e[u, c - k]
-            tables[base + u] = v * h
+            tables[base + u] = v * h * prod[full ^ u]
 
 
 @njit(cache=True, inline="always")
@@ -429,18 +464,19 @@ def _shap_kernel(
     node_decision: np.ndarray,
     node_cat_start: np.ndarray,
     node_cat_len: np.ndarray,
+    node_bit: np.ndarray,
+    node_left: np.ndarray,
+    node_right: np.ndarray,
     cat_bits: np.ndarray,
     tree_leaf_start: np.ndarray,
-    leaf_path_start: np.ndarray,
-    path_node: np.ndarray,
-    path_left: np.ndarray,
-    path_slot: np.ndarray,
     leaf_slot_start: np.ndarray,
     slot_feature: np.ndarray,
-    slot_r: np.ndarray,
+    slot_bit: np.ndarray,
+    slot_coef: np.ndarray,
     leaf_table_start: np.ndarray,
     tables: np.ndarray,
     max_nodes: int,
+    max_leaves: int,
     block: int,
     out: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
@@ -450,15 +486,20 @@ def _shap_kernel(
     for b in prange(n_blocks):
         lo = b * block
         hi = min(n_rows, lo + block)
-        left = np.empty(max_nodes, dtype=np.bool_)
+        # bit f set: x has left the path at a split on the tree's f-th feature
+        node_off = np.empty(max_nodes, dtype=np.int64)
+        leaf_off = np.empty(max_leaves, dtype=np.int64)
         for ti in range(fast_trees.shape[0]):
             t = fast_trees[ti]
             n0 = tree_node_start[t]
             n_nodes = tree_node_start[t + 1] - n0
+            l0 = tree_leaf_start[t]
+            n_leaves = tree_leaf_start[t + 1] - l0
             for row in range(lo, hi):
+                node_off[0] = 0
                 for k in range(n_nodes):
                     node = n0 + k
-                    left[k] = _goes_left(
+                    goes_left = _goes_left(
                         X[row, node_feature[node]],
                         node_decision[node],
                         node_threshold[node],
@@ -466,24 +507,34 @@ def _shap_kernel(
                         node_cat_len[node],
                         cat_bits,
                     )
-                for leaf in range(tree_leaf_start[t], tree_leaf_start[t + 1]):
-                    # bit s of `off` set: x leaves the path at a split on slot s's feature.
-                    # Branch-free on purpose: which way x goes is data, and mispredicts cost more.
-                    off = 0
-                    for p in range(leaf_path_start[leaf], leaf_path_start[leaf + 1]):
-                        off |= np.int64(left[path_node[p]] != path_left[p]) << path_slot[p]
+                    bit = np.int64(1) << node_bit[node]
+                    off_left = node_off[k] | (bit * np.int64(not goes_left))
+                    off_right = node_off[k] | (bit * np.int64(goes_left))
+                    child = node_left[node]
+                    if child < 0:
+                        leaf_off[~child] = off_left
+                    else:
+                        node_off[child] = off_left
+                    child = node_right[node]
+                    if child < 0:
+                        leaf_off[~child] = off_right
+                    else:
+                        node_off[child] = off_right
+                for j in range(n_leaves):
+                    leaf = l0 + j
+                    off = leaf_off[j]
                     s0 = leaf_slot_start[leaf]
                     n_slots = leaf_slot_start[leaf + 1] - s0
-                    on = ((1 << n_slots) - 1) & ~off
-                    r_off = 1.0
+                    on = 0  # O(x) as a bitmask over the leaf's slots
                     for s in range(n_slots):
-                        r_off *= 1.0 + ((off >> s) & 1) * (slot_r[s0 + s] - 1.0)
+                        on |= (((off >> slot_bit[s0 + s]) & 1) ^ 1) << s
                     tb = leaf_table_start[leaf]
                     for s in range(n_slots):
-                        # on slot: +(1 - r) H(on minus s); off slot: -H(on), where on & ~bit == on
-                        bit = (off >> s) & 1
-                        coef = (1.0 - slot_r[s0 + s]) - bit * (2.0 - slot_r[s0 + s])
-                        out[row, slot_feature[s0 + s]] += r_off * coef * tables[tb + (on & ~(1 << s))]
+                        # on slot: (1 - r) / r * vF(on - s); off slot: -vF(on), and there on - s == on
+                        is_on = (on >> s) & 1
+                        out[row, slot_feature[s0 + s]] += tables[tb + (on & ~(1 << s))] * (
+                            is_on * (slot_coef[s0 + s] + 1.0) - 1.0
+                        )
 
 
 def tree_shap(packed: PackedModel, X: np.ndarray, *, block: int = ROW_BLOCK) -> np.ndarray:
@@ -515,18 +566,19 @@ def tree_shap(packed: PackedModel, X: np.ndarray, *, block: int = ROW_BLOCK) -> 
             packed.node_decision,
             packed.node_cat_start,
             packed.node_cat_len,
+            packed.node_bit,
+            packed.node_left,
+            packed.node_right,
             packed.cat_bits,
             packed.tree_leaf_start,
-            packed.leaf_path_start,
-            packed.path_node,
-            packed.path_left,
-            packed.path_slot,
             packed.leaf_slot_start,
             packed.slot_feature,
-            packed.slot_r,
+            packed.slot_bit,
+            packed.slot_coef,
             packed.leaf_table_start,
             packed.tables,
             packed.max_nodes,
+            packed.max_leaves,
             block,
             out,
         )

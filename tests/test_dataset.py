@@ -28,7 +28,9 @@ def make_snapshots(n_dates: int = 12, n_accounts: int = 20, freq_days: int = 15)
 def test_split_has_no_label_overlap_between_train_validation_and_test():
     split = split_by_time(make_snapshots(), DatasetConfig(validation_dates=2, test_dates=2), HORIZON)
     train, validation, test = (split.dates(n) for n in ("train", "validation", "test"))
-    assert train and validation and test
+    assert train
+    assert validation
+    assert test
     assert not label_window_overlap(train, test, HORIZON)
     assert not label_window_overlap(validation, test, HORIZON)
     assert not label_window_overlap(train, validation, HORIZON)

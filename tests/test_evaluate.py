@@ -68,7 +68,13 @@ def test_segment_metrics_skip_small_segments():
 
 def test_bands_cover_boundaries():
     assert size_band(pd.Series([1, 2, 9, 10, 250])).tolist() == ["1", "2-9", "2-9", "10-49", "250+"]
-    assert tenure_band(pd.Series([0, 89, 90, 365, 730])).tolist() == ["<90d", "<90d", "90-179d", "1-2y", "2y+"]
+    assert tenure_band(pd.Series([0, 89, 90, 365, 730])).tolist() == [
+        "<90d",
+        "<90d",
+        "90-179d",
+        "1-2y",
+        "2y+",
+    ]
 
 
 def test_comparison_table_orders_by_auc():

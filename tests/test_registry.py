@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from synthetic_snapshots import FEATURES, make_config, make_snapshots
 
 from pes_ml.config import DatasetConfig
 from pes_ml.dataset import split_by_time
 from pes_ml.errors import ModelNotFoundError, PromotionRejected
-from pes_ml.registry import CHALLENGER, CHAMPION, champion_version, list_versions, load_pes_model, promote, register
+from pes_ml.registry import (
+    CHALLENGER,
+    CHAMPION,
+    champion_version,
+    list_versions,
+    load_pes_model,
+    promote,
+    register,
+)
 from pes_ml.tracking import log_training_run
 from pes_ml.train import train_models
 
@@ -30,7 +39,11 @@ SPEC = {
     "overrides": {},
 }
 # A deliberately worse model: one stump per round, two rounds, only two weak features.
-WORSE_SPEC = {**SPEC, "lightgbm": {**SPEC["lightgbm"], "num_leaves": 2, "learning_rate": 0.01}, "num_boost_round": 2}
+WORSE_SPEC = {
+    **SPEC,
+    "lightgbm": {**SPEC["lightgbm"], "num_leaves": 2, "learning_rate": 0.01},
+    "num_boost_round": 2,
+}
 
 
 def train_and_register(config, spec, features=FEATURES, log_plots=False):
@@ -59,7 +72,8 @@ def test_pyfunc_round_trips_through_the_registry(config, tmp_path):
     model, number = load_pes_model(config, alias=CHAMPION)
     assert number == version
     assert model.outcomes["churn"].platt_slope == result.model.outcomes["churn"].platt_slope
-    assert "__pes__" in model.reference and "dau_mau_30d" in model.reference
+    assert "__pes__" in model.reference
+    assert "dau_mau_30d" in model.reference
 
 
 def test_first_promotion_needs_to_beat_baselines_and_writes_a_model_card(config, tmp_path):
@@ -68,7 +82,8 @@ def test_first_promotion_needs_to_beat_baselines_and_writes_a_model_card(config,
     assert decision.promoted
     assert champion_version(config) == version
     card = decision.card_path.read_text()
-    assert "logistic_regression" in card and "Platt" in card
+    assert "logistic_regression" in card
+    assert "Platt" in card
     assert decision.card_path.parent == tmp_path / "models" / config.tracking.model_name
     versions = list_versions(config)
     assert versions.loc[versions["version"] == version, "aliases"].item() == f"{CHALLENGER},{CHAMPION}"
@@ -90,3 +105,53 @@ def test_promotion_gate_refuses_a_deliberately_worse_model(config):
 def test_promote_without_challenger_raises_model_not_found(config):
     with pytest.raises(ModelNotFoundError, match="pes-ml train"):
         promote(config)
+
+
+def test_cli_train_promote_models_end_to_end_on_simulated_data(tmp_path, seed):
+    from typer.testing import CliRunner
+
+    from pes_ml.cli import app
+    from pes_ml.simulate import SimulationConfig, simulate_saas
+
+    simulate_saas(SimulationConfig(n_accounts=400, days=420, seed=seed), tmp_path / "sim")
+    config_path = tmp_path / "pes.yaml"
+    config_path.write_text(
+        f"""
+work_dir: {tmp_path / "work"}
+sources:
+  events: {{path: {tmp_path / "sim" / "events"}}}
+  subscriptions: {{path: {tmp_path / "sim" / "subscriptions.parquet"}}}
+  accounts: {{path: {tmp_path / "sim" / "accounts.parquet"}}}
+labels: {{horizon_days: 60}}
+dataset: {{frequency_days: 30, validation_dates: 2, test_dates: 2}}
+train: {{bootstrap_rounds: 20, min_positives: 5}}
+tracking:
+  tracking_uri: sqlite:///{tmp_path}/mlflow.db
+  artifact_location: {tmp_path / "mlartifacts"}
+  model_card_dir: {tmp_path / "models"}
+  log_plots: true
+"""
+    )
+    runner = CliRunner()
+    trained = runner.invoke(app, ["train", "--config", str(config_path)])
+    assert trained.exit_code == 0, trained.output
+    assert "registered pes v1 as @challenger" in trained.output
+    promoted = runner.invoke(app, ["promote", "--config", str(config_path), "--force"])
+    assert promoted.exit_code == 0, promoted.output
+    listed = runner.invoke(app, ["models", "--config", str(config_path)])
+    assert listed.exit_code == 0
+    assert "champion" in listed.output
+    # the champion scores a real FeatureFrame with reasons from the catalog
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    loaded = mlflow.pyfunc.load_model("models:/pes@champion")
+    snapshots = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(
+            run_id=loaded.metadata.run_id, artifact_path="evaluation/test_snapshots.parquet"
+        )
+    )
+    scores = loaded.predict(snapshots.head(10))
+    assert scores["pes"].between(0, 100).all()
+    assert (scores["reason_1"].str.len() > 0).any()
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(loaded.metadata.run_id, "plots")}
+    assert "plots/churn_shap_beeswarm.png" in artifacts
+    assert "plots/churn_calibration.png" in artifacts

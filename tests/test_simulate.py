@@ -34,7 +34,7 @@ from pes_ml.schemas import (
     VALUE,
 )
 from pes_ml.simulate import EVENT_NAMES, SimulationConfig, SimulationSummary, simulate_saas
-from pes_ml.simulate.batch import add_months
+from pes_ml.simulate.calendar import add_months
 
 UTC_US = pa.timestamp("us", tz="UTC")
 DAY = pd.Timedelta(days=1)
@@ -322,7 +322,9 @@ def test_churned_accounts_lose_active_users_before_churn(sim: Sim) -> None:
     reference = last[END].fillna(sim.end)
     events = sim.events.join(reference.rename("ref"), on=ACCOUNT_ID, how="inner")
     age = (events["ref"] - events[TIMESTAMP]) / DAY
-    events = events.assign(day=events[TIMESTAMP].dt.floor("D"), recent=age <= 28, prior=(age > 28) & (age <= 56))
+    events = events.assign(
+        day=events[TIMESTAMP].dt.floor("D"), recent=age <= 28, prior=(age > 28) & (age <= 56)
+    )
     active_days = events.drop_duplicates([ACCOUNT_ID, USER_ID, "day"])
     counts = active_days.groupby(ACCOUNT_ID)[["recent", "prior"]].sum()
     counts = counts[counts["prior"] > 0]

@@ -18,7 +18,7 @@ import ibis.expr.types as ir
 import pandas as pd
 
 from pes_ml.config import FeatureConfig, PesConfig
-from pes_ml.engine import materialized
+from pes_ml.engine import materialized, to_arrow
 from pes_ml.features import definitions as d
 from pes_ml.features import point_in_time as pit
 from pes_ml.features.catalog import CATALOG_VERSION
@@ -34,7 +34,7 @@ Mode = Literal["auto", "subscription", "activity"]
 
 
 def _strings(table: ir.Table, column: str) -> list[str]:
-    return [str(v) for v in table.to_pyarrow()[column].to_pylist()]
+    return [str(v) for v in to_arrow(table)[column].to_pylist()]
 
 
 def _resolve_mode(tables: FeatureTables, mode: Mode) -> str:
@@ -42,7 +42,8 @@ def _resolve_mode(tables: FeatureTables, mode: Mode) -> str:
         return mode
     if tables.subscriptions is None:
         return "activity"
-    return "subscription" if int(tables.subscriptions.count().to_pyarrow().as_py()) > 0 else "activity"
+    has_rows = int(to_arrow(tables.subscriptions.limit(1)).num_rows) > 0
+    return "subscription" if has_rows else "activity"
 
 
 def _vocabulary(
@@ -101,7 +102,6 @@ def _grid_features(
         parts: list[ir.Table] = [
             d.event_aggregates(event_days, grid, event_types, core),
             d.user_aggregates(user_days, first_days, grid),
-            d.weekly_slope(user_days, grid),
             pit.history_aggregates(event_days, first_days, spine, grid, core),
         ]
         if core:
@@ -116,7 +116,7 @@ def _grid_features(
         if mode == "activity":
             # Present in activity mode: an event in [as_of - horizon, as_of).
             joined = joined.filter(joined["last_day"] >= joined[A] - horizon_days)
-        raw = joined.to_pyarrow().to_pandas()
+        raw = to_arrow(joined).to_pandas()
     return finish_features(raw, grid, event_types, core, horizon_days)
 
 

@@ -89,19 +89,29 @@ def event_aggregates(
 
 
 def user_aggregates(days: ir.Table, first_days: ir.Table, grid: AsOfGrid) -> ir.Table:
-    """User-level window counts per (account_id, j): active users, user-days, power users, growth."""
+    """User-level window counts per (account_id, j): active users, user-days, power users, growth, WAU slope.
+
+    ``wau_slope_num`` is the numerator of the least-squares slope of weekly active
+    users over 12 weeks: week ``k`` ago (``k = 0..11``) sits at ``x = 11 - k``; with
+    ``x̄ = 5.5`` and ``Σ(x - x̄)² = 143`` the slope is ``Σ_k (5.5 - k)·WAU_k / 143
+    = Σ_(user, week) (11 - 2k) / 286``: an exact integer on every engine, missing
+    weeks counting 0 users.
+    """
     w = days.join(grid.window_days_table(), DAY)
     rel = w[REL]
+    weeks = {f"w{k}": (rel // 7 == k).any().cast("int64") for k in range(12)}
     per_user = w.group_by([ACCOUNT_ID, USER_ID, J, A]).aggregate(
         d7=w.count(where=rel < 7),
         d28=w.count(where=rel < 28),
         d30=w.count(where=rel < 30),
         d_prior=w.count(where=(rel >= 30) & (rel < 60)),
+        **weeks,
     )
     u = per_user.join(first_days, list(USER_KEY))
     # Whole days between the user's first day and as_of: < 30 means first seen in the last 30 days.
     first_rel = u[A] - 1 - u[FIRST_DAY]
     d7, d28, d30, prior = u["d7"], u["d28"], u["d30"], u["d_prior"]
+    slope = sum((11 - 2 * k) * u[f"w{k}"] for k in range(12))
     return u.group_by([ACCOUNT_ID, J]).aggregate(
         active_users_7d=u.count(where=d7 > 0),
         active_users_30d=u.count(where=d30 > 0),
@@ -119,19 +129,8 @@ def user_aggregates(days: ir.Table, first_days: ir.Table, grid: AsOfGrid) -> ir.
         # Not active 31-60 days ago and first seen earlier: back after more than 30 days away.
         resurrected_users_30d=u.count(where=(d30 > 0) & (prior == 0) & (first_rel >= 30)),
         dropped_users_30d=u.count(where=(prior > 0) & (d30 == 0)),
+        wau_slope_num=slope.sum(),  # type: ignore[union-attr]
     )
-
-
-def weekly_slope(days: ir.Table, grid: AsOfGrid) -> ir.Table:
-    """Numerator of the least-squares slope of weekly active users over 12 weeks, per (account_id, j).
-
-    Week ``k`` ago (``k = 0..11``) sits at ``x = 11 - k``; with ``x̄ = 5.5`` and
-    ``Σ(x - x̄)² = 143`` the slope is ``Σ_k (5.5 - k)·WAU_k / 143 = Σ_(user, week) (11 - 2k) / 286``.
-    The numerator is an exact integer on every engine; missing weeks count 0 users.
-    """
-    w = days.join(grid.window_days_table(84), DAY)
-    weeks = w.select(ACCOUNT_ID, USER_ID, J, week=(w[REL] // 7).cast("int64")).distinct()
-    return weeks.group_by([ACCOUNT_ID, J]).aggregate(wau_slope_num=(11 - 2 * weeks["week"]).sum())
 
 
 def adoption_aggregates(rollup: ir.Table, grid: AsOfGrid, core_events: Sequence[str]) -> ir.Table:

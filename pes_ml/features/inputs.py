@@ -120,7 +120,7 @@ class FeatureTables:
         tables: dict[str, ir.Table | None] = {}
         for name in ("events", "subscriptions", "accounts"):
             path = paths.get(name)
-            if path is None or not Path(path).exists():
+            if path is None or ("*" not in str(path) and not Path(path).exists()):
                 if name == "events":
                     raise DataContractError(
                         f"The clean events table {str(path)!r} does not exist. "
@@ -198,7 +198,8 @@ class AsOfGrid:
         """
         rows = [(j, a, a - 1 - rel, rel) for j, a in enumerate(self.days) for rel in range(window)]
         columns = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
-        table = pa.table({name: pa.array(values, pa.int64()) for name, values in zip((J, A, DAY, REL), columns, strict=True)})
+        names = (J, A, DAY, REL)
+        table = pa.table({name: pa.array(v, pa.int64()) for name, v in zip(names, columns, strict=True)})
         return ibis.memtable(table)
 
 

@@ -135,7 +135,7 @@ def history_aggregates(
 
     def shaped(table: ir.Table, **values: ir.Value) -> ir.Table:
         columns = {"last_day": null_int, "last_core_day": null_int, "last_new_user_day": null_int,
-                   "core_first": null_int, **values}
+                   "core_first": null_int, "first_event_day": null_int, "first_core_day": null_int, **values}
         return table.select(
             ACCOUNT_ID,
             BUCKET,
@@ -145,9 +145,13 @@ def history_aggregates(
 
     activity = per_bucket.mutate(core_day=ibis.ifelse(is_core, per_bucket[DAY], null_int))
     activity = activity.group_by([ACCOUNT_ID, BUCKET]).aggregate(
-        last_day=activity[DAY].max(), last_core_day=activity["core_day"].max()
+        last_day=activity[DAY].max(),
+        last_core_day=activity["core_day"].max(),
+        first_day=activity[DAY].min(),
+        first_core_day=activity["core_day"].min(),
     )
-    parts = [shaped(activity, last_day=activity["last_day"], last_core_day=activity["last_core_day"])]
+    parts = [shaped(activity, last_day=activity["last_day"], last_core_day=activity["last_core_day"],
+                    first_event_day=activity["first_day"], first_core_day=activity["first_core_day"])]
     users = first_days.mutate(**{BUCKET: _bucket(first_days[FIRST_DAY], grid)})
     users = users.group_by([ACCOUNT_ID, BUCKET]).aggregate(last_new_user_day=users[FIRST_DAY].max())
     parts.append(shaped(users, last_new_user_day=users["last_new_user_day"]))
@@ -162,6 +166,7 @@ def history_aggregates(
         ACCOUNT_ID,
         **{BUCKET: spine[J].cast("int64")},
         last_day=null_int, last_core_day=null_int, last_new_user_day=null_int, core_first=null_int,
+        first_event_day=null_int, first_core_day=null_int,
         **{J: spine[J].cast("int64"), _SPINE_FLAG: ibis.literal(1, type="int64")},
     )
     rows = ibis.union(*parts, spine_rows)
@@ -172,12 +177,10 @@ def history_aggregates(
         last_core_day=rows["last_core_day"].max().over(window),
         last_new_user_day=rows["last_new_user_day"].max().over(window),
         core_events_ever=rows["core_first"].sum().over(window),
+        first_event_day=rows["first_event_day"].min().over(window),
+        first_core_day=rows["first_core_day"].min().over(window),
     )
-    running = running.filter(running[_SPINE_FLAG] == 1).select(
-        ACCOUNT_ID, J, "last_day", "last_core_day", "last_new_user_day", "core_events_ever"
+    return running.filter(running[_SPINE_FLAG] == 1).select(
+        ACCOUNT_ID, J, "last_day", "last_core_day", "last_new_user_day", "core_events_ever",
+        "first_event_day", "first_core_day",
     )
-    firsts_any = event_days.group_by(ACCOUNT_ID).aggregate(
-        first_event_day=event_days[DAY].min(),
-        first_core_day=(event_days[DAY].min(where=is_core) if core else null_int),
-    )
-    return running.left_join(firsts_any, ACCOUNT_ID).select(~ibis.selectors.endswith("_right"))

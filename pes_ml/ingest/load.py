@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -156,8 +157,10 @@ def _load_table(
     table = mapped.table
     checks = checks_for(mapped, source, config, now)
     staged_path = staging / f"{table}.staged.parquet"
+    started = time.perf_counter()
     with reading(mapped.source.spec, mapped.source.format):
         staged_rows = copy_parquet(con, staging_sql(mapped, checks), staged_path)
+    logger.debug("%s: %d rows read and checked in %.1fs", table, staged_rows, time.perf_counter() - started)
     staged = f"read_parquet({sql_string(str(staged_path))})"
     by_reason = con.execute(
         f"SELECT {ident(REASON)}, count(*), max(source_row) FROM {staged} GROUP BY 1"
@@ -168,8 +171,10 @@ def _load_table(
     dedupe = source.deduplicate or table == "accounts"
     clean_tmp = staging / f"{table}.clean.parquet"
     quarantine_tmp = staging / f"{table}.quarantine.parquet"
+    started = time.perf_counter()
     loaded = copy_parquet(con, clean_sql(mapped, staged, dedupe), clean_tmp)
     quarantined = copy_parquet(con, quarantine_sql(mapped, staged), quarantine_tmp)
+    logger.debug("%s: clean and quarantine tables written in %.1fs", table, time.perf_counter() - started)
     deduplicated = valid - loaded
     if staged_rows != read:
         logger.error(

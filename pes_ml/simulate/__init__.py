@@ -53,14 +53,17 @@ Activity and events
     Sessions start around the account's busiest hour (its time zone); events are seconds
     apart with the odd long pause. NPS answers (rare) reflect the account's health.
 Churn (emerges from behaviour)
-    Evaluated at each renewal: every month for monthly billing, at start + 12k months for
-    annual billing (so renewal timing matters). The log-odds rise with a falling number
-    of monthly active users (last 28 days vs the 28 before), low stickiness (DAU/MAU),
-    unused seats, narrow core adoption, no active user at all, annual contracts without
-    auto-renewal, the first renewal, and the industry; plus Gaussian noise. On top,
-    unexplainable churn: budget cuts at renewal (3% annual, 0.3% monthly) and rare
-    mid-term shutdowns of annual accounts (~4% a year). Churned accounts have no events
-    from their end date on (none at all: the tests allow no tolerance).
+    Decided every month for monthly billing, and one month before each renewal (start +
+    12k months) for annual billing; a cancellation takes effect at the next check, i.e.
+    at the end of the paid period or at the renewal (so renewal timing matters). The
+    log-odds rise with a falling number of monthly active users (last 28 days vs the 28
+    before), low stickiness (DAU/MAU), unused seats, narrow core adoption, no active user
+    at all, annual contracts without auto-renewal, the first renewal, and the industry;
+    plus Gaussian noise. On top, unexplainable churn: budget cuts (3% of annual renewals,
+    0.3% of monthly periods) and rare mid-term shutdowns of annual accounts (~3% a year).
+    During the notice month the team moves its work elsewhere (a large negative shock), so
+    activity falls before the end, as it does in real cancellations. Churned accounts have
+    no events from 00:00 UTC of their end date on (no tolerance; the tests check it).
 Expansion (emerges from behaviour)
     Evaluated monthly for every paying account: the log-odds rise with users near or
     above the seats, demand above the seats, broad core adoption and growth. A full

@@ -1,6 +1,6 @@
 """Simulate one batch of accounts day by day, vectorised over all of their users.
 
-The state of every user of the batch lives in flat numpy arrays (:class:`_Users`);
+The state of every user of the batch lives in flat numpy arrays (:class:`~pes_ml.simulate.users.UserArrays`);
 each simulated day is a fixed number of array operations over those arrays, plus
 one block of per-event arrays for the day's events. Python loops run per day and
 per rare shock (a champion leaving), never per user or per event.
@@ -15,27 +15,25 @@ from typing import Final
 import numpy as np
 
 from pes_ml.simulate.accounts import AccountDraws
+from pes_ml.simulate.calendar import add_months, day_effects
 from pes_ml.simulate.config import (
     CORE_ADOPTION_RATES,
-    CORE_EVENTS,
-    CORE_WEIGHTS,
     EXPORT_CODE,
     LOGIN_CODE,
     NPS_CODE,
-    PERIPHERAL_WEIGHTS,
     PLANS,
     TRIAL_DAYS,
     TRIAL_PLAN,
     SimulationConfig,
 )
+from pes_ml.simulate.users import N_CORE, K, UserArrays, sigmoid
 from pes_ml.simulate.writer import EventWriter
 
 logger = logging.getLogger(__name__)
 
 _US_PER_DAY: Final = 86_400_000_000
-_N_CORE: Final = len(CORE_EVENTS)
-_BASE_WEIGHTS: Final = np.asarray((*CORE_WEIGHTS, *PERIPHERAL_WEIGHTS), dtype=np.float32)
-_K: Final = _BASE_WEIGHTS.size
+_N_CORE: Final = N_CORE
+_K: Final = K
 _ADOPT_RATES: Final = np.asarray(CORE_ADOPTION_RATES[1:], dtype=np.float32)
 _ADOPT_BITS: Final = (np.uint8(1) << np.arange(1, _N_CORE, dtype=np.uint8)).astype(np.uint8)
 _CORE_BIT_SHIFTS: Final = np.arange(_N_CORE, dtype=np.uint8)
@@ -51,36 +49,6 @@ _NEVER: Final = np.iinfo(np.int64).max
 _PENDING, _TRIAL, _PAYING, _ENDED = 0, 1, 2, 3
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def add_months(base: np.datetime64, day: np.ndarray, months: np.ndarray) -> np.ndarray:
-    """Day index of ``base + day`` plus ``months`` calendar months (day of month clipped).
-
-    Jan 31 + 1 month is Feb 28 (or 29); anniversaries are always counted from the
-    anchor, so Jan 31 + 2 months is Mar 31.
-    """
-    dates = base + np.asarray(day, dtype=np.int64).astype("timedelta64[D]")
-    month = dates.astype("datetime64[M]")
-    dom = (dates - month.astype("datetime64[D]")).astype(np.int64)
-    target = month + np.asarray(months, dtype=np.int64).astype("timedelta64[M]")
-    first = target.astype("datetime64[D]")
-    length = ((target + 1).astype("datetime64[D]") - first).astype(np.int64)
-    out = first + np.minimum(dom, length - 1).astype("timedelta64[D]")
-    return (out - base).astype(np.int64)
-
-
-def day_effects(base: np.datetime64, days: int) -> np.ndarray:
-    """Log-odds added to every user's daily activity: quiet weekends and year-end holidays."""
-    dates = base + np.arange(days).astype("timedelta64[D]")
-    weekday = (dates.astype("datetime64[D]").view(np.int64) - 4) % 7  # 1970-01-01 was a Thursday
-    effect = np.where(weekday >= 5, -2.0, 0.0)
-    doy = (dates - dates.astype("datetime64[Y]").astype("datetime64[D]")).astype(np.int64)
-    effect += np.where((doy >= 357) | (doy <= 0), -1.2, 0.0)  # Dec 24 .. Jan 1
-    return effect
-
-
 @dataclass
 class BatchResult:
     """What a batch hands back: subscription rows, per-account outcomes and counts."""
@@ -92,74 +60,6 @@ class BatchResult:
     contractions: np.ndarray  # int per account
     n_users: int = 0
     stats: dict[str, float] = field(default_factory=dict)
-
-
-class _Users:
-    """Struct of arrays for the users of a batch, grown by doubling, compacted now and then."""
-
-    def __init__(self, capacity: int) -> None:
-        self.n = 0
-        self._alloc(max(capacity, 64))
-
-    def _alloc(self, cap: int) -> None:
-        self.acc = np.zeros(cap, np.int32)  # batch-local account index
-        self.uid = np.zeros(cap, np.int32)  # index into the batch's user id strings
-        self.mu = np.zeros(cap)  # the user's own long-run activity log-odds
-        self.e = np.zeros(cap)  # current engagement (log-odds of being active today)
-        self.lam = np.zeros(cap)  # mean extra events per active day
-        self.apt = np.zeros(cap, np.float32)  # aptitude for adopting core features
-        self.pref = np.zeros((cap, _K), np.float32)  # taste for each session event
-        self.bits = np.zeros(cap, np.uint64)  # activity of the last 64 days
-        self.adopted = np.zeros(cap, np.uint8)  # core features used so far (bit per feature)
-        self.alive = np.zeros(cap, bool)
-        self.left_day = np.full(cap, -1, np.int64)
-        self.leave_day = np.zeros(cap, np.int64)  # scheduled departure from the company
-        self.drift_day = np.zeros(cap, np.int64)  # scheduled change of interest
-
-    _FIELDS: Final = ("acc", "uid", "mu", "e", "lam", "apt", "pref", "bits", "adopted", "alive",
-                      "left_day", "leave_day", "drift_day")  # fmt: skip
-
-    def _grow(self, need: int) -> None:
-        cap = self.acc.size
-        if need <= cap:
-            return
-        old = {name: getattr(self, name) for name in self._FIELDS}
-        self._alloc(max(need, 2 * cap))
-        for name, arr in old.items():
-            getattr(self, name)[: self.n] = arr[: self.n]
-
-    def compact(self, keep: np.ndarray) -> None:
-        idx = np.flatnonzero(keep)
-        for name in self._FIELDS:
-            arr = getattr(self, name)
-            arr[: idx.size] = arr[idx]
-        self.n = idx.size
-
-    def add(self, acc: np.ndarray, uid: np.ndarray, day: int, rng: np.random.Generator) -> None:
-        k = acc.size
-        if k == 0:
-            return
-        self._grow(self.n + k)
-        sl = slice(self.n, self.n + k)
-        kind = rng.random(k)
-        power = kind < 0.10
-        casual = kind >= 0.55
-        mu = np.where(power, rng.normal(1.8, 0.4, k), np.where(casual, rng.normal(-2.0, 0.6, k),
-                                                                rng.normal(-0.2, 0.5, k)))  # fmt: skip
-        self.acc[sl] = acc
-        self.uid[sl] = uid
-        self.mu[sl] = mu
-        self.e[sl] = mu - 2.0  # onboarding: new users start well below their habit
-        self.lam[sl] = rng.lognormal(np.log(1.6), 0.8, k) * np.where(power, 2.0, 1.0)
-        self.apt[sl] = rng.lognormal(-0.2, 0.9, k)
-        self.pref[sl] = _BASE_WEIGHTS * rng.lognormal(0.0, 0.8, (k, _K)).astype(np.float32)
-        self.bits[sl] = 0
-        self.adopted[sl] = 1  # dashboard_view from the first day
-        self.alive[sl] = True
-        self.left_day[sl] = -1
-        self.leave_day[sl] = day + rng.geometric(1 / 1100, k)  # ~28% of people leave a year
-        self.drift_day[sl] = day + rng.geometric(1 / 700, k)
-        self.n += k
 
 
 class BatchSimulator:
@@ -185,7 +85,7 @@ class BatchSimulator:
         self.account_ids = [f"acc_{first + i:06d}" for i in range(m)]
         self.user_ids: list[str] = []
         self.users_ever = np.zeros(m, np.int64)
-        self.users = _Users(int(draws.seats.sum() // 2) + 64)
+        self.users = UserArrays(int(draws.seats.sum() // 2) + 64)
         # account state
         self.act_day = draws.created_day + 1  # subscription starts the day after signup
         self.status = np.zeros(m, np.int8)
@@ -294,8 +194,9 @@ class BatchSimulator:
         self._close_rows(open_idx, -1)  # -1: still open at the end of the simulation
         rows = {
             name: np.concatenate([r[i] for r in self._rows]) if self._rows else np.zeros(0)
-            for i, name in enumerate(("acc", "start", "end", "plan", "seats", "annual", "discount",
-                                      "auto_renew"))  # fmt: skip
+            for i, name in enumerate(
+                ("acc", "start", "end", "plan", "seats", "annual", "discount", "auto_renew")
+            )
         }
         return BatchResult(
             rows=rows,
@@ -384,7 +285,7 @@ class BatchSimulator:
         target = u.mu[:n] + self.h[acc] + self.s[acc] + 0.15 * (breadth - 2.0)
         e = u.e[:n]
         e += 0.04 * (target - e) + 0.1 * rng.standard_normal(n)
-        active = alive & (rng.random(n) < _sigmoid(e + self.effects[day]))
+        active = alive & (rng.random(n) < sigmoid(e + self.effects[day]))
         e[active] += 0.02  # habit: using the product today makes tomorrow more likely
         bits = u.bits[:n]
         np.left_shift(bits, _ONE, out=bits)
@@ -502,7 +403,7 @@ class BatchSimulator:
             + 2.0 * (st["breadth"][idx] - 0.3)
             + rng.normal(0.0, 0.7, idx.size)
         )
-        convert = rng.random(idx.size) < _sigmoid(z)
+        convert = rng.random(idx.size) < sigmoid(z)
         won, lost = idx[convert], idx[~convert]
         self._close_rows(won, day)
         self.converted[won] = True
@@ -540,7 +441,7 @@ class BatchSimulator:
             + rng.normal(0.0, 0.8, idx.size)
         )
         budget_cut = rng.random(idx.size) < np.where(annual, 0.03, 0.003)  # unexplainable by usage
-        churn = deciding & ((rng.random(idx.size) < _sigmoid(z)) | budget_cut)
+        churn = deciding & ((rng.random(idx.size) < sigmoid(z)) | budget_cut)
         cancelled = idx[churn]
         self.notice[cancelled] = True
         # Once they have decided to leave, the team moves its work elsewhere.
@@ -557,7 +458,7 @@ class BatchSimulator:
             + 0.8 * np.clip(trend, 0.0, 1.0)
             + rng.normal(0.0, 0.6, idx.size)
         )
-        expand = ~churn & (rng.random(idx.size) < _sigmoid(z_exp))
+        expand = ~churn & (rng.random(idx.size) < sigmoid(z_exp))
         contract = (
             renewal & ~churn & ~expand & (util < 0.45) & (rng.random(idx.size) < np.where(annual, 0.3, 0.03))
         )
@@ -567,7 +468,9 @@ class BatchSimulator:
         if changed.size:
             self._close_rows(changed, day)
             up = idx[expand]
-            full = (n_alive[expand] / seats[expand] >= 0.85) | (unmet[expand] > 0) | (self.plan[up] == _TOP_PLAN)
+            full = (
+                (n_alive[expand] / seats[expand] >= 0.85) | (unmet[expand] > 0) | (self.plan[up] == _TOP_PLAN)
+            )
             more_seats = up[full]
             want = np.maximum(self.target[more_seats], n_alive[expand][full])
             grown = np.ceil(want * rng.uniform(1.1, 1.3, more_seats.size)).astype(np.int64)

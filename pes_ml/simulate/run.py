@@ -129,9 +129,7 @@ def simulate_saas(
     >>> print(summary.describe())  # doctest: +SKIP
     """
     if not isinstance(config, SimulationConfig):
-        raise ConfigError(
-            f"simulate_saas expects a SimulationConfig. Got {type(config).__name__} instead."
-        )
+        raise ConfigError(f"simulate_saas expects a SimulationConfig. Got {type(config).__name__} instead.")
     progress = progress or NoProgress()
     began = time.perf_counter()
     out = Path(out_dir)
@@ -190,7 +188,9 @@ def _run_batches(
     for b in range(n_batches):
         lo = b * config.batch_accounts
         hi = min(lo + config.batch_accounts, config.n_accounts)
-        sim = BatchSimulator(config, draws.take(slice(lo, hi)), lo, np.random.default_rng(seeds[b + 2]), writer)
+        sim = BatchSimulator(
+            config, draws.take(slice(lo, hi)), lo, np.random.default_rng(seeds[b + 2]), writer
+        )
         result = sim.run()
         result.rows["acc"] = result.rows["acc"].astype(np.int64) + lo
         results.append(result)
@@ -201,7 +201,10 @@ def _run_batches(
 
 
 def _micros(
-    config: SimulationConfig, day: np.ndarray, second: np.ndarray | float = 0.0, null: np.ndarray | None = None
+    config: SimulationConfig,
+    day: np.ndarray,
+    second: np.ndarray | float = 0.0,
+    null: np.ndarray | None = None,
 ) -> pa.Array:
     base = np.datetime64(config.start, "D").astype("datetime64[us]").view(np.int64)
     micros = base + day.astype(np.int64) * 86_400_000_000 + np.rint(np.asarray(second) * 1e6).astype(np.int64)

@@ -126,7 +126,9 @@ class EventWriter:
             pending, self._pending = self._pending, None
             pending.result()
 
-    def _write(self, path: Path, columns: tuple[np.ndarray, ...], accounts: pa.Array, users: pa.Array) -> None:
+    def _write(
+        self, path: Path, columns: tuple[np.ndarray, ...], accounts: pa.Array, users: pa.Array
+    ) -> None:
         account, user, code, micros, value = columns
         # Dictionary arrays go to Parquet's dictionary encoding without hashing strings;
         # store_schema=False makes readers see plain strings (and UTC timestamps).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,8 @@ class Engine:
 
     def features(self, events: pd.DataFrame, as_of: Sequence[Any] = (AS_OF,),
                  subscriptions: pd.DataFrame | None = None, accounts: pd.DataFrame | None = None,
-                 config: FeatureConfig | None = None, horizon_days: int = 90, mode: str = "auto") -> pd.DataFrame:
+                 config: FeatureConfig | None = None, horizon_days: int = 90,
+                 mode: str = "auto") -> pd.DataFrame:
         tables = self.tables(events, subscriptions, accounts)
         features = compute_features(tables, list(as_of), config, horizon_days, mode=mode)  # type: ignore[arg-type]
         return features
@@ -82,10 +83,10 @@ def duck(duckdb_backend: Any, tmp_path: Path) -> Engine:
 
 
 @pytest.fixture(scope="session")
-def spark_backend() -> Iterator[Any]:
+def spark_backend() -> Any:
     """One Spark session for the whole run (it takes 10-15 s to start)."""
     pytest.importorskip("pyspark")
-    yield ibis_backend(_config("spark"))
+    return ibis_backend(_config("spark"))
 
 
 def row(features: pd.DataFrame, account: str, as_of: pd.Timestamp = AS_OF) -> pd.Series:

@@ -1,0 +1,230 @@
+"""Feature benchmark: the full catalog on DuckDB over a synthetic event log, with named baselines.
+
+Prints, for each measurement, its figure and its ratio against the baseline measured in the same run:
+
+- DuckDB, full catalog, one as_of: events/s and peak RSS (a fresh process per measurement);
+- DuckDB, 12 monthly as_of: time ratio against one as_of (goal <= 2x);
+- a straightforward pandas groupby implementation of the windowed features at one as_of (goal: DuckDB >= 3x faster);
+- Spark local[*], full catalog, one as_of (for the record).
+
+Usage (from the project root)::
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_features.py --events 10_000_000 --accounts 100_000
+
+The input is generated with DuckDB SQL (the simulator is slower at this size): sessions of
+~6 events by one user on one day, 30 event types with a skewed mix, 1-8 users per account,
+180 days, one subscription per account. It is written once to ``--data`` and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DAYS = 180
+START = "2024-01-01"
+ONE_AS_OF = ["2024-06-29"]
+MONTHLY = [f"{y}-{m:02d}-01" for y, m in [(2024, m) for m in range(3, 13)] + [(2025, 1), (2025, 2)]]
+
+
+def generate(folder: Path, n_events: int, n_accounts: int) -> dict[str, Path]:
+    """Write events, subscriptions and accounts Parquet files (skipped when present)."""
+    import duckdb
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {name: folder / f"{name}.parquet" for name in ("events", "subscriptions", "accounts")}
+    if all(p.exists() for p in paths.values()):
+        return paths
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    session = 6
+    con.execute(f"""
+        COPY (
+          WITH s AS (
+            SELECT i, i // {session} AS sid,
+                   CAST(floor(pow(hash(i // {session}) % 1000000 / 1e6, 1.3) * {n_accounts}) AS BIGINT) AS a
+            FROM range({n_events}) t(i)
+          )
+          SELECT printf('a%07d', a) AS account_id,
+                 printf('a%07d-u%d', a, hash(sid, 1) % (1 + hash(a) % 8)) AS user_id,
+                 printf('ev%02d', CAST(floor(pow((hash(i, 2) % 10000) / 1e4, 2.2) * 30) AS INT)) AS event,
+                 TIMESTAMPTZ '{START} 00:00:00+00'
+                   + to_seconds(CAST((hash(sid, 3) % {DAYS}) * 86400 + hash(sid, 4) % 80000
+                                     + (i % {session}) * 30 AS BIGINT)) AS timestamp,
+                 CASE WHEN hash(i, 5) % 10 = 0 THEN (hash(i, 6) % 100) / 10.0 END AS value
+          FROM s
+        ) TO '{paths["events"]}' (FORMAT parquet, ROW_GROUP_SIZE 1000000)
+    """)
+    con.execute(f"""
+        COPY (
+          SELECT printf('a%07d', a) AS account_id,
+                 TIMESTAMPTZ '2023-06-01 00:00:00+00' + to_days(CAST(hash(a, 7) % 400 AS INT)) AS start,
+                 CASE WHEN hash(a, 8) % 10 = 0
+                      THEN TIMESTAMPTZ '2024-02-01 00:00:00+00' + to_days(CAST(hash(a, 9) % 300 AS INT)) END AS "end",
+                 CAST(hash(a, 10) % 500 AS DOUBLE) AS mrr,
+                 CAST(1 + hash(a) % 8 AS DOUBLE) AS seats,
+                 CASE hash(a, 11) % 3 WHEN 0 THEN 'starter' WHEN 1 THEN 'team' ELSE 'business' END AS plan,
+                 CASE WHEN hash(a, 12) % 4 = 0 THEN 12.0 ELSE 1.0 END AS billing_period_months,
+                 (hash(a, 13) % 20) / 100.0 AS discount
+          FROM range({n_accounts}) t(a)
+        ) TO '{paths["subscriptions"]}' (FORMAT parquet)
+    """)
+    con.execute(f"""
+        COPY (
+          SELECT printf('a%07d', a) AS account_id,
+                 TIMESTAMPTZ '2023-05-01 00:00:00+00' + to_days(CAST(hash(a, 7) % 400 AS INT)) AS created_at,
+                 CASE hash(a, 14) % 3 WHEN 0 THEN 'smb' WHEN 1 THEN 'mid_market' ELSE 'enterprise' END AS segment
+          FROM range({n_accounts}) t(a)
+        ) TO '{paths["accounts"]}' (FORMAT parquet)
+    """)
+    return paths
+
+
+# --- one measurement per process (peak RSS is the process's own) ------------------------------
+
+def _measure_engine(engine: str, data: Path, dates: list[str]) -> dict[str, float]:
+    from pes_ml.config import PesConfig
+    from pes_ml.engine import ibis_backend
+    from pes_ml.features import FeatureTables, compute_features
+
+    config = PesConfig.model_validate({"engine": engine, "sources": {"events": {"path": "unused"}}})
+    backend = ibis_backend(config)
+    paths = {name: data / f"{name}.parquet" for name in ("events", "subscriptions", "accounts")}
+    if engine == "spark":  # start the JVM before the clock
+        backend._session.range(1).count()
+    started = time.perf_counter()
+    features = compute_features(FeatureTables.from_paths(backend, paths), dates)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rows": len(features), "columns": features.shape[1]}
+
+
+def _measure_pandas(data: Path, dates: list[str]) -> dict[str, float]:
+    import pandas as pd
+
+    started = time.perf_counter()
+    events = pd.read_parquet(data / "events.parquet")
+    subs = pd.read_parquet(data / "subscriptions.parquet")
+    frames = [pandas_features(events, subs, pd.Timestamp(d, tz="UTC")) for d in dates]
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rows": sum(len(f) for f in frames), "columns": frames[0].shape[1]}
+
+
+def pandas_features(events, subs, as_of):  # type: ignore[no-untyped-def]
+    """A straightforward pandas groupby version of the windowed features (the baseline)."""
+    import numpy as np
+    import pandas as pd
+
+    active = subs[(subs["start"] <= as_of) & (subs["end"].isna() | (subs["end"] > as_of))]
+    present = pd.Index(active["account_id"].unique(), name="account_id")
+    before = events[events["timestamp"] < as_of]
+    rel = ((as_of - before["timestamp"]) // pd.Timedelta(days=1)).astype("int64")
+    before = before.assign(rel=rel)
+    out = pd.DataFrame(index=present)
+    top = before[before["rel"] < 90]["event"].value_counts().index[:8]
+    for window in (7, 30, 90):
+        w = before[before["rel"] < window]
+        g = w.groupby("account_id")
+        out[f"events_{window}d"] = g.size().reindex(present, fill_value=0)
+        out[f"active_users_{window}d"] = g["user_id"].nunique().reindex(present, fill_value=0)
+        out[f"events_per_active_user_{window}d"] = out[f"events_{window}d"] / out[f"active_users_{window}d"]
+    w30 = before[before["rel"] < 30]
+    g30 = w30.groupby("account_id")
+    out["value_sum_30d"] = g30["value"].sum().reindex(present, fill_value=0)
+    out["active_days_30d"] = g30["rel"].nunique().reindex(present, fill_value=0)
+    out["event_types_30d"] = g30["event"].nunique().reindex(present, fill_value=0)
+    for event in top:
+        out[f"events_type_{event}_30d"] = w30[w30["event"] == event].groupby("account_id").size().reindex(
+            present, fill_value=0)
+    user_days = w30.groupby(["account_id", "user_id"])["rel"].nunique()
+    out["dau_mau_30d"] = user_days.groupby("account_id").sum().reindex(present) / (30 * out["active_users_30d"])
+    l7 = before[before["rel"] < 7].groupby(["account_id", "user_id"])["rel"].nunique()
+    out["power_user_share_7d"] = (l7 >= 5).groupby("account_id").sum().reindex(present, fill_value=0) / out[
+        "active_users_30d"]
+    prior = before[(before["rel"] >= 30) & (before["rel"] < 60)]
+    out["events_trend_30d"] = out["events_30d"] / prior.groupby("account_id").size().reindex(present)
+    cur_users = w30[["account_id", "user_id"]].drop_duplicates()
+    prior_users = prior[["account_id", "user_id"]].drop_duplicates()
+    first = before.groupby(["account_id", "user_id"])["rel"].max().rename("first_rel").reset_index()
+    cur = cur_users.merge(first, on=["account_id", "user_id"]).merge(
+        prior_users.assign(p=1), on=["account_id", "user_id"], how="left")
+    out["new_users_30d"] = cur[cur["first_rel"] < 30].groupby("account_id").size().reindex(present, fill_value=0)
+    out["resurrected_users_30d"] = cur[(cur["first_rel"] >= 30) & cur["p"].isna()].groupby(
+        "account_id").size().reindex(present, fill_value=0)
+    dropped = prior_users.merge(cur_users.assign(c=1), on=["account_id", "user_id"], how="left")
+    out["dropped_users_30d"] = dropped[dropped["c"].isna()].groupby("account_id").size().reindex(
+        present, fill_value=0)
+    out["days_since_last_event"] = before.groupby("account_id")["rel"].min().reindex(present)
+    out["mrr"] = active.groupby("account_id")["mrr"].sum().reindex(present)
+    return out.replace([np.inf, -np.inf], np.nan)
+
+
+def _child(kind: str, data: Path, dates: list[str]) -> dict[str, float]:
+    """Run one measurement in a fresh interpreter; return its figures and peak RSS."""
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "SPARK_LOCAL_IP": "127.0.0.1"}
+    cmd = [sys.executable, __file__, "--measure", kind, "--data", str(data), "--dates", ",".join(dates)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{kind} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=lambda s: int(s.replace("_", "")), default=10_000_000)
+    parser.add_argument("--accounts", type=lambda s: int(s.replace("_", "")), default=100_000)
+    parser.add_argument("--data", type=Path, default=None, help="Folder for the generated input.")
+    parser.add_argument("--skip-spark", action="store_true")
+    parser.add_argument("--skip-pandas", action="store_true")
+    parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--dates", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    data = args.data or ROOT / "benchmarks" / ".data" / f"features_{args.events}_{args.accounts}"
+
+    if args.measure:
+        dates = args.dates.split(",")
+        if args.measure == "pandas":
+            result = _measure_pandas(data, dates)
+        else:
+            result = _measure_engine(args.measure, data, dates)
+        result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return
+
+    started = time.perf_counter()
+    generate(data, args.events, args.accounts)
+    print(f"input: {args.events:,} events, {args.accounts:,} accounts, {DAYS} days at {data} "
+          f"(ready in {time.perf_counter() - started:.1f} s)")
+    print(f"date {date.today()}, machine {platform.machine()}, {os.cpu_count()} cores (shared), "
+          f"load average {os.getloadavg()[0]:.1f}")
+    one = _child("duckdb", data, ONE_AS_OF)
+    rate = args.events / one["seconds"]
+    print(f"duckdb, full catalog ({one['columns']} columns), 1 as_of: {one['seconds']:.2f} s, "
+          f"{rate / 1e6:.2f}M events/s, peak RSS {one['peak_rss_mib']:.0f} MiB, {one['rows']:,} rows "
+          f"(goal >= 5M events/s)")
+    twelve = _child("duckdb", data, MONTHLY)
+    print(f"duckdb, 12 monthly as_of: {twelve['seconds']:.2f} s, {twelve['rows']:,} rows; "
+          f"ratio vs 1 as_of {twelve['seconds'] / one['seconds']:.2f}x (goal <= 2x)")
+    if not args.skip_pandas:
+        base = _child("pandas", data, ONE_AS_OF)
+        print(f"pandas groupby baseline ({base['columns']} columns), 1 as_of: {base['seconds']:.2f} s, "
+              f"peak RSS {base['peak_rss_mib']:.0f} MiB; duckdb is {base['seconds'] / one['seconds']:.2f}x faster "
+              f"(goal >= 3x)")
+    if not args.skip_spark:
+        spark = _child("spark", data, ONE_AS_OF)
+        print(f"spark local[*], full catalog, 1 as_of: {spark['seconds']:.2f} s "
+              f"({args.events / spark['seconds'] / 1e6:.2f}M events/s, driver peak RSS "
+              f"{spark['peak_rss_mib']:.0f} MiB); duckdb is {spark['seconds'] / one['seconds']:.2f}x faster")
+
+
+if __name__ == "__main__":
+    main()
