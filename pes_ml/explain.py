@@ -24,7 +24,6 @@ additive, so a CS manager can add the numbers up:
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -99,9 +98,9 @@ class ShapResult:
 # --- SHAP values --------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=8)
-def _packed_model(model_digest: str, model_text: str) -> treeshap.PackedModel:
-    del model_digest  # the cache key; hashing the text is cheaper than comparing it
+@functools.lru_cache(maxsize=4)
+def _packed_model(model_text: str) -> treeshap.PackedModel:
+    """Tables are built once per model (~0.3 s for 300 trees x 31 leaves) and reused."""
     return treeshap.pack_model(model_text)
 
 
@@ -254,8 +253,9 @@ def shap_values(
     Raises
     ------
     ExplanationError
-        If the model has several trees per iteration or linear trees, if the columns
-        do not match the model, or if the values do not add up to the raw score.
+        If the model has several trees per iteration or linear trees, if there are
+        no rows or the columns do not match the model, or if the values do not add up
+        to the raw score.
 
     Examples
     --------
@@ -269,9 +269,11 @@ def shap_values(
             f"{booster.num_model_per_iteration()} trees per iteration (multiclass?)."
         )
     matrix = _model_matrix(booster, X)
+    if matrix.shape[0] == 0:
+        raise ExplanationError("Expected at least one row to explain. Got 0 rows.")
     model_text = booster.model_to_string()
     try:
-        packed = _packed_model(hashlib.sha256(model_text.encode()).hexdigest(), model_text)
+        packed = _packed_model(model_text)
     except ValueError as exc:
         raise ExplanationError(f"Cannot explain this model: {exc}.") from exc
     lgb_threads: dict[str, Any] = {"num_threads": n_threads} if n_threads else {}

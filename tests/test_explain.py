@@ -221,6 +221,11 @@ def test_shap_values_name_missing_and_unexpected_columns(seed):
         explain.shap_values(booster, X)
 
 
+def test_shap_values_refuse_an_empty_frame(seed):
+    with pytest.raises(ExplanationError, match="at least one row"):
+        explain.shap_values(trained(seed), scoring_rows(seed)[FEATURES].iloc[:0])
+
+
 def test_shap_values_reject_multiclass_models(seed):
     rng = np.random.default_rng(seed)
     data = lgb.Dataset(rng.normal(size=(300, 3)), rng.integers(0, 3, 300))

@@ -15,7 +15,7 @@ engines).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -233,7 +233,3 @@ def day_number(ts: ir.TimestampValue, offset: int) -> ir.IntegerValue:
     """
     return ((ts.epoch_seconds() - offset) // SECONDS_PER_DAY).cast("int64")
 
-
-def sorted_unique(values: Sequence[str]) -> list[str]:
-    """Distinct values in first-seen order."""
-    return list(dict.fromkeys(values))
