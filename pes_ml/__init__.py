@@ -2,7 +2,10 @@
 
 Public API (everything else is internal and may change)::
 
-    from pes_ml import load_config, ingest, simulate_saas
+    from pes_ml import load_config, simulate_saas, SimulationConfig
+
+Stage functions live in their modules: ``pes_ml.ingest.ingest``,
+``pes_ml.features.build_features``, ``pes_ml.score.score_accounts``...
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pes_ml.errors import (
     StoreError,
 )
 from pes_ml.labels import make_labels
+from pes_ml.simulate import SimulationConfig, simulate_saas
 
 # Heavy stages (LightGBM, MLflow) load on first use, so `import pes_ml` and the CLI stay fast.
 _LAZY = {
@@ -37,6 +41,8 @@ _LAZY = {
     "build_features": "pes_ml.features",
     "compute_features": "pes_ml.features",
     "model_feature_names": "pes_ml.features",
+    "ScoreRun": "pes_ml.score",
+    "score_accounts": "pes_ml.score",
 }
 
 
@@ -61,10 +67,11 @@ __all__ = [
     "PesModel",
     "PromotionRejected",
     "RunInProgressError",
+    "ScoreRun",
+    "SimulationConfig",
     "Split",
     "StoreError",
     "TrainingResult",
-    "__version__",
     "build_features",
     "compute_features",
     "load_config",
@@ -72,6 +79,9 @@ __all__ = [
     "model_feature_names",
     "promote",
     "run_training",
+    "score_accounts",
+    "simulate_saas",
     "split_by_time",
     "train_models",
+    "__version__",
 ]

@@ -9,6 +9,7 @@ only draws them.
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import matplotlib
@@ -115,7 +116,10 @@ def shap_figures(values: np.ndarray, matrix: pd.DataFrame, title: str, top: int 
     figures: dict[str, Any] = {}
     for kind, plot_type in (("beeswarm", "dot"), ("bar", "bar")):
         plt.figure()
-        shap.summary_plot(values, matrix, plot_type=plot_type, max_display=top, show=False)
+        with warnings.catch_warnings():
+            # shap 0.51 calls matplotlib's Colormap.set_bad, pending deprecation: its noise, not ours
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            shap.summary_plot(values, matrix, plot_type=plot_type, max_display=top, show=False)
         fig = plt.gcf()
         fig.suptitle(title, fontsize=9)
         figures[kind] = fig
