@@ -4,16 +4,19 @@ Prints, for each measurement, its figure and its ratio against the baseline meas
 
 - DuckDB, full catalog, one as_of: events/s and peak RSS (a fresh process per measurement);
 - DuckDB, 12 monthly as_of: time ratio against one as_of (goal <= 2x);
-- a straightforward pandas groupby implementation of the windowed features at one as_of (goal: DuckDB >= 3x faster);
+- a straightforward pandas groupby implementation of the windowed features at one as_of
+  (goal: DuckDB >= 3x faster);
 - Spark local[*], full catalog, one as_of (for the record).
 
 Usage (from the project root)::
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_features.py --events 10_000_000 --accounts 100_000
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_features.py \
+        --events 10_000_000 --accounts 100_000
 
 The input is generated with DuckDB SQL (the simulator is slower at this size): sessions of
 ~6 events by one user on one day, 30 event types with a skewed mix, 1-8 users per account,
-180 days, one subscription per account. It is written once to ``--data`` and reused.
+180 days, one subscription per account. It is written once to ``--data`` (default:
+``benchmarks/out/``, git-ignored) and reused.
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ def generate(folder: Path, n_events: int, n_accounts: int) -> dict[str, Path]:
           SELECT printf('a%07d', a) AS account_id,
                  TIMESTAMPTZ '2023-06-01 00:00:00+00' + to_days(CAST(hash(a, 7) % 400 AS INT)) AS start,
                  CASE WHEN hash(a, 8) % 10 = 0
-                      THEN TIMESTAMPTZ '2024-02-01 00:00:00+00' + to_days(CAST(hash(a, 9) % 300 AS INT)) END AS "end",
+                      THEN TIMESTAMPTZ '2024-02-01 00:00:00+00'
+                           + to_days(CAST(hash(a, 9) % 300 AS INT)) END AS "end",
                  CAST(hash(a, 10) % 500 AS DOUBLE) AS mrr,
                  CAST(1 + hash(a) % 8 AS DOUBLE) AS seats,
                  CASE hash(a, 11) % 3 WHEN 0 THEN 'starter' WHEN 1 THEN 'team' ELSE 'business' END AS plan,
@@ -82,7 +86,8 @@ def generate(folder: Path, n_events: int, n_accounts: int) -> dict[str, Path]:
         COPY (
           SELECT printf('a%07d', a) AS account_id,
                  TIMESTAMPTZ '2023-05-01 00:00:00+00' + to_days(CAST(hash(a, 7) % 400 AS INT)) AS created_at,
-                 CASE hash(a, 14) % 3 WHEN 0 THEN 'smb' WHEN 1 THEN 'mid_market' ELSE 'enterprise' END AS segment
+                 CASE hash(a, 14) % 3 WHEN 0 THEN 'smb' WHEN 1 THEN 'mid_market'
+                      ELSE 'enterprise' END AS segment
           FROM range({n_accounts}) t(a)
         ) TO '{paths["accounts"]}' (FORMAT parquet)
     """)
@@ -90,6 +95,7 @@ def generate(folder: Path, n_events: int, n_accounts: int) -> dict[str, Path]:
 
 
 # --- one measurement per process (peak RSS is the process's own) ------------------------------
+
 
 def _measure_engine(engine: str, data: Path, dates: list[str]) -> dict[str, float]:
     from pes_ml.config import PesConfig
@@ -142,26 +148,38 @@ def pandas_features(events, subs, as_of):  # type: ignore[no-untyped-def]
     out["active_days_30d"] = g30["rel"].nunique().reindex(present, fill_value=0)
     out["event_types_30d"] = g30["event"].nunique().reindex(present, fill_value=0)
     for event in top:
-        out[f"events_type_{event}_30d"] = w30[w30["event"] == event].groupby("account_id").size().reindex(
-            present, fill_value=0)
+        out[f"events_type_{event}_30d"] = (
+            w30[w30["event"] == event].groupby("account_id").size().reindex(present, fill_value=0)
+        )
     user_days = w30.groupby(["account_id", "user_id"])["rel"].nunique()
-    out["dau_mau_30d"] = user_days.groupby("account_id").sum().reindex(present) / (30 * out["active_users_30d"])
+    out["dau_mau_30d"] = user_days.groupby("account_id").sum().reindex(present) / (
+        30 * out["active_users_30d"]
+    )
     l7 = before[before["rel"] < 7].groupby(["account_id", "user_id"])["rel"].nunique()
     out["power_user_share_7d"] = (l7 >= 5).groupby("account_id").sum().reindex(present, fill_value=0) / out[
-        "active_users_30d"]
+        "active_users_30d"
+    ]
     prior = before[(before["rel"] >= 30) & (before["rel"] < 60)]
     out["events_trend_30d"] = out["events_30d"] / prior.groupby("account_id").size().reindex(present)
     cur_users = w30[["account_id", "user_id"]].drop_duplicates()
     prior_users = prior[["account_id", "user_id"]].drop_duplicates()
     first = before.groupby(["account_id", "user_id"])["rel"].max().rename("first_rel").reset_index()
     cur = cur_users.merge(first, on=["account_id", "user_id"]).merge(
-        prior_users.assign(p=1), on=["account_id", "user_id"], how="left")
-    out["new_users_30d"] = cur[cur["first_rel"] < 30].groupby("account_id").size().reindex(present, fill_value=0)
-    out["resurrected_users_30d"] = cur[(cur["first_rel"] >= 30) & cur["p"].isna()].groupby(
-        "account_id").size().reindex(present, fill_value=0)
+        prior_users.assign(p=1), on=["account_id", "user_id"], how="left"
+    )
+    out["new_users_30d"] = (
+        cur[cur["first_rel"] < 30].groupby("account_id").size().reindex(present, fill_value=0)
+    )
+    out["resurrected_users_30d"] = (
+        cur[(cur["first_rel"] >= 30) & cur["p"].isna()]
+        .groupby("account_id")
+        .size()
+        .reindex(present, fill_value=0)
+    )
     dropped = prior_users.merge(cur_users.assign(c=1), on=["account_id", "user_id"], how="left")
-    out["dropped_users_30d"] = dropped[dropped["c"].isna()].groupby("account_id").size().reindex(
-        present, fill_value=0)
+    out["dropped_users_30d"] = (
+        dropped[dropped["c"].isna()].groupby("account_id").size().reindex(present, fill_value=0)
+    )
     out["days_since_last_event"] = before.groupby("account_id")["rel"].min().reindex(present)
     out["mrr"] = active.groupby("account_id")["mrr"].sum().reindex(present)
     return out.replace([np.inf, -np.inf], np.nan)
@@ -179,7 +197,9 @@ def _child(kind: str, data: Path, dates: list[str]) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=lambda s: int(s.replace("_", "")), default=10_000_000)
     parser.add_argument("--accounts", type=lambda s: int(s.replace("_", "")), default=100_000)
     parser.add_argument("--data", type=Path, default=None, help="Folder for the generated input.")
@@ -188,7 +208,7 @@ def main() -> None:
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--dates", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    data = args.data or ROOT / "benchmarks" / ".data" / f"features_{args.events}_{args.accounts}"
+    data = args.data or ROOT / "benchmarks" / "out" / f"features_{args.events}_{args.accounts}"
 
     if args.measure:
         dates = args.dates.split(",")
@@ -202,28 +222,40 @@ def main() -> None:
 
     started = time.perf_counter()
     generate(data, args.events, args.accounts)
-    print(f"input: {args.events:,} events, {args.accounts:,} accounts, {DAYS} days at {data} "
-          f"(ready in {time.perf_counter() - started:.1f} s)")
-    print(f"date {date.today()}, machine {platform.machine()}, {os.cpu_count()} cores (shared), "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"input: {args.events:,} events, {args.accounts:,} accounts, {DAYS} days at {data} "
+        f"(ready in {time.perf_counter() - started:.1f} s)"
+    )
+    print(
+        f"date {date.today()}, machine {platform.machine()}, {os.cpu_count()} cores (shared), "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     one = _child("duckdb", data, ONE_AS_OF)
     rate = args.events / one["seconds"]
-    print(f"duckdb, full catalog ({one['columns']} columns), 1 as_of: {one['seconds']:.2f} s, "
-          f"{rate / 1e6:.2f}M events/s, peak RSS {one['peak_rss_mib']:.0f} MiB, {one['rows']:,} rows "
-          f"(goal >= 5M events/s)")
+    print(
+        f"duckdb, full catalog ({one['columns']} columns), 1 as_of: {one['seconds']:.2f} s, "
+        f"{rate / 1e6:.2f}M events/s, peak RSS {one['peak_rss_mib']:.0f} MiB, {one['rows']:,} rows "
+        f"(goal >= 5M events/s)"
+    )
     twelve = _child("duckdb", data, MONTHLY)
-    print(f"duckdb, 12 monthly as_of: {twelve['seconds']:.2f} s, {twelve['rows']:,} rows; "
-          f"ratio vs 1 as_of {twelve['seconds'] / one['seconds']:.2f}x (goal <= 2x)")
+    print(
+        f"duckdb, 12 monthly as_of: {twelve['seconds']:.2f} s, {twelve['rows']:,} rows; "
+        f"ratio vs 1 as_of {twelve['seconds'] / one['seconds']:.2f}x (goal <= 2x)"
+    )
     if not args.skip_pandas:
         base = _child("pandas", data, ONE_AS_OF)
-        print(f"pandas groupby baseline ({base['columns']} columns), 1 as_of: {base['seconds']:.2f} s, "
-              f"peak RSS {base['peak_rss_mib']:.0f} MiB; duckdb is {base['seconds'] / one['seconds']:.2f}x faster "
-              f"(goal >= 3x)")
+        print(
+            f"pandas groupby baseline ({base['columns']} columns), 1 as_of: {base['seconds']:.2f} s, "
+            f"peak RSS {base['peak_rss_mib']:.0f} MiB; "
+            f"duckdb is {base['seconds'] / one['seconds']:.2f}x faster (goal >= 3x)"
+        )
     if not args.skip_spark:
         spark = _child("spark", data, ONE_AS_OF)
-        print(f"spark local[*], full catalog, 1 as_of: {spark['seconds']:.2f} s "
-              f"({args.events / spark['seconds'] / 1e6:.2f}M events/s, driver peak RSS "
-              f"{spark['peak_rss_mib']:.0f} MiB); duckdb is {spark['seconds'] / one['seconds']:.2f}x faster")
+        print(
+            f"spark local[*], full catalog, 1 as_of: {spark['seconds']:.2f} s "
+            f"({args.events / spark['seconds'] / 1e6:.2f}M events/s, driver peak RSS "
+            f"{spark['peak_rss_mib']:.0f} MiB); duckdb is {spark['seconds'] / one['seconds']:.2f}x faster"
+        )
 
 
 if __name__ == "__main__":

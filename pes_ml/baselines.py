@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import operator
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 CLASSIC_PES = "classic_pes"
 DAYS_SINCE_LAST_EVENT = "days_since_last_event"
-_OPS: dict[str, Callable[[object, object], object]] = {
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
     ">": operator.gt,
     ">=": operator.ge,
     "<": operator.lt,
@@ -56,7 +57,7 @@ def _condition(frame: pd.DataFrame, condition: RuleCondition, rule: str) -> np.n
     if not isinstance(value, str) and not is_categorical(column):
         column = pd.to_numeric(column, errors="coerce")
     result = _OPS[condition.op](column, value)
-    return np.asarray(pd.Series(result).fillna(False), dtype=bool)  # type: ignore[call-overload]
+    return np.asarray(pd.Series(result).fillna(False), dtype=bool)
 
 
 def rule_score(frame: pd.DataFrame, rule: RuleScore) -> np.ndarray:
@@ -73,7 +74,8 @@ def rule_score(frame: pd.DataFrame, rule: RuleScore) -> np.ndarray:
         return engaged.astype(float)
     if not rule.rules:
         raise ConfigError(f"Points rule score {rule.name!r} needs at least one entry in 'rules'.")
-    return np.sum([_condition(frame, r, rule.name) * r.points for r in rule.rules], axis=0).astype(float)
+    points = np.sum([_condition(frame, r, rule.name) * r.points for r in rule.rules], axis=0)
+    return np.asarray(points, dtype=float)
 
 
 def health_scores(frame: pd.DataFrame, config: BaselinesConfig) -> dict[str, np.ndarray]:
@@ -100,7 +102,12 @@ def logistic_regression(frame: pd.DataFrame, features: list[str], c: float, rand
         [
             (
                 "numeric",
-                make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()),
+                make_pipeline(
+                    # keep_empty_features: a feature with no value in train (e.g. a trend before
+                    # history exists) becomes 0 instead of vanishing with a warning
+                    SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+                    StandardScaler(),
+                ),
                 numeric,
             ),
             (

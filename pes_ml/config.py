@@ -146,7 +146,9 @@ class LabelConfig(_Frozen):
 class DatasetConfig(_Frozen):
     """Snapshot dates and the time split of the training set."""
 
-    first_as_of: str | None = Field(default=None, description="Default: data start + frequency.")
+    first_as_of: str | None = Field(
+        default=None, description="Default: data start + the longest feature window (90 days)."
+    )
     last_as_of: str | None = Field(default=None, description="Default: the latest fully-labeled date.")
     frequency_days: int = Field(default=30, ge=1, le=366)
     validation_dates: int = Field(default=2, ge=1)

@@ -34,6 +34,9 @@ from pes_ml.schemas import ACCOUNT_ID, AS_OF, LABEL_COLUMNS
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
+#: The longest look-back window of the feature catalog (90-day counts, 12-week slopes): snapshots
+#: earlier than this after the data start would see truncated windows.
+LONGEST_FEATURE_WINDOW_DAYS = 90
 
 
 def as_of_schedule(
@@ -44,7 +47,8 @@ def as_of_schedule(
     Parameters
     ----------
     config
-        ``first_as_of`` (default: data start + one frequency step, so features have history),
+        ``first_as_of`` (default: data start + the longest feature window, so no feature
+        sees a truncated window),
         ``last_as_of`` (default: the latest fully-labeled date) and ``frequency_days``.
     data_start, data_end
         First observed instant and exclusive end of observed data.
@@ -60,7 +64,8 @@ def as_of_schedule(
     end = to_utc(data_end)
     last_labeled = (end - pd.Timedelta(days=horizon_days)).floor("D")
     last = min(to_utc(config.last_as_of), last_labeled) if config.last_as_of else last_labeled
-    first = to_utc(config.first_as_of) if config.first_as_of else to_utc(data_start).ceil("D") + step
+    warmup = pd.Timedelta(days=LONGEST_FEATURE_WINDOW_DAYS)
+    first = to_utc(config.first_as_of) if config.first_as_of else to_utc(data_start).ceil("D") + warmup
     if first > last:
         raise DataContractError(
             f"No fully-labeled as_of date between {first.date()} and {last.date()}: the data covers "

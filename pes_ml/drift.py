@@ -35,14 +35,20 @@ class DriftReport:
     warn_threshold: float
     error_threshold: float
     unseen_categories: dict[str, list[str]] = field(default_factory=dict)
+    warn_only: frozenset[str] = frozenset()
+    """Columns that drift by nature (e.g. account age grows every day): never an error."""
 
     @property
     def warnings(self) -> dict[str, float]:
-        return {k: v for k, v in self.psi.items() if self.warn_threshold < v <= self.error_threshold}
+        return {
+            k: v
+            for k, v in self.psi.items()
+            if v > self.warn_threshold and (v <= self.error_threshold or k in self.warn_only)
+        }
 
     @property
     def errors(self) -> dict[str, float]:
-        return {k: v for k, v in self.psi.items() if v > self.error_threshold}
+        return {k: v for k, v in self.psi.items() if v > self.error_threshold and k not in self.warn_only}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +58,7 @@ class DriftReport:
             "warnings": self.warnings,
             "errors": self.errors,
             "unseen_categories": self.unseen_categories,
+            "warn_only": sorted(self.warn_only),
         }
 
 
@@ -97,6 +104,7 @@ def check_drift(
     warn_threshold: float,
     error_threshold: float,
     unseen_categories: Mapping[str, list[str]] | None = None,
+    warn_only: frozenset[str] = frozenset(),
 ) -> DriftReport:
     """PSI of every column of ``frame`` that has a training reference.
 
@@ -113,6 +121,7 @@ def check_drift(
         warn_threshold=warn_threshold,
         error_threshold=error_threshold,
         unseen_categories=dict(unseen_categories or {}),
+        warn_only=warn_only,
     )
     for name, value in sorted(report.warnings.items()):
         logger.warning("Drift: PSI of %s is %.3f (above %.2f)", name, value, warn_threshold)

@@ -235,7 +235,8 @@ def shap_values(
     ----------
     booster
         A trained binary LightGBM booster (one tree per iteration; its
-        ``best_iteration`` is honoured, as by ``predict``).
+        ``best_iteration`` is honoured, as by ``predict``), or a fitted
+        ``lightgbm.LGBMClassifier``.
     X
         Rows to explain: a frame with the model's feature columns (any order;
         categorical features as the pandas ``category`` dtype, as in training, or as
@@ -263,6 +264,7 @@ def shap_values(
     >>> result.base_value + result.contributions.sum(axis=1) - result.raw_score  # doctest: +SKIP
     array([ 0.,  0., ...])
     """
+    booster = getattr(booster, "booster_", booster)  # an LGBMClassifier holds its Booster
     if booster.num_model_per_iteration() != 1:
         raise ExplanationError(
             f"Expected a binary model (one tree per iteration); this one has "
@@ -451,7 +453,8 @@ def long_format(
     -------
     pandas.DataFrame
         Columns :data:`LONG_COLUMNS`: account_id, as_of, model, feature, group,
-        value (text; None when missing), shap_log_odds, pes_points.
+        value (text, so numbers and labels share a column; missing when the
+        feature is missing), shap_log_odds, pes_points.
 
     Raises
     ------
@@ -484,7 +487,7 @@ def long_format(
     )
     long[AS_OF] = long[AS_OF].astype(features[AS_OF].dtype)
     for column in (ACCOUNT_ID, MODEL, FEATURE, GROUP, FEATURE_VALUE):
-        long[column] = long[column].astype("str") if column != FEATURE_VALUE else long[column]
+        long[column] = long[column].astype("str")  # pandas 3 text; a missing value stays missing
     logger.info("long-format SHAP table: %d accounts x %d features (%s model)", n_rows, n_features, model)
     return long
 

@@ -61,7 +61,7 @@ LABEL_FRAME_COLUMNS = (ACCOUNT_ID, AS_OF, CHURNED, EXPANDED, CONVERTED)
 
 def to_utc(value: object) -> pd.Timestamp:
     """One instant as a tz-aware UTC Timestamp; naive values are read as UTC."""
-    stamp = pd.Timestamp(value)  # type: ignore[arg-type]
+    stamp = pd.Timestamp(value)
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 

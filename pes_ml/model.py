@@ -156,8 +156,8 @@ class OutcomeModel:
     def probability(self, raw: np.ndarray) -> np.ndarray:
         """Calibrated probability of the outcome within the horizon."""
         if self.calibration == "isotonic" and self.isotonic_x:
-            return np.interp(self.calibrated_log_odds(raw), self.isotonic_x, self.isotonic_y)
-        return 1.0 / (1.0 + np.exp(-self.calibrated_log_odds(raw)))
+            return np.asarray(np.interp(self.calibrated_log_odds(raw), self.isotonic_x, self.isotonic_y))
+        return np.asarray(1.0 / (1.0 + np.exp(-self.calibrated_log_odds(raw))))
 
     def points(self, raw: np.ndarray) -> np.ndarray:
         """The 0–100 score: 50 at the base value, ±10 points per halving/doubling of the odds."""
@@ -305,7 +305,11 @@ def explain_reasons(
     keyed[ACCOUNT_ID] = np.arange(len(features)).astype(str)
     keyed[AS_OF] = pd.Timestamp("1970-01-01", tz="UTC")
     long = explain.long_format(
-        result, keyed.reset_index(drop=True), model=model.outcome, specs=specs, platt_slope=model.platt_slope
+        result,
+        keyed.reset_index(drop=True),
+        model=model.outcome,  # type: ignore[arg-type]
+        specs=specs,
+        platt_slope=model.platt_slope,
     )
     reasons = explain.top_reasons(long, specs, k)
     grouped = reasons.groupby(reasons[ACCOUNT_ID].astype(int))["sentence"].apply(list)

@@ -111,14 +111,15 @@ def importance_figure(importance: pd.DataFrame, title: str, top: int = 20) -> Fi
 
 def shap_figures(values: np.ndarray, matrix: pd.DataFrame, title: str, top: int = 20) -> dict[str, Figure]:
     """Beeswarm and mean-|SHAP| bar figures from precomputed SHAP values (log-odds)."""
-    import shap
-
     figures: dict[str, Any] = {}
     for kind, plot_type in (("beeswarm", "dot"), ("bar", "bar")):
         plt.figure()
         with warnings.catch_warnings():
-            # shap 0.51 calls matplotlib's Colormap.set_bad, pending deprecation: its noise, not ours
+            # shap 0.51 calls matplotlib's Colormap.set_bad (pending deprecation) on import and
+            # when plotting: its noise, not ours
             warnings.simplefilter("ignore", PendingDeprecationWarning)
+            import shap
+
             shap.summary_plot(values, matrix, plot_type=plot_type, max_display=top, show=False)
         fig = plt.gcf()
         fig.suptitle(title, fontsize=9)

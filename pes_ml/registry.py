@@ -88,7 +88,7 @@ def list_versions(config: PesConfig) -> pd.DataFrame:
     client = MlflowClient()
     name = config.tracking.model_name
     try:
-        versions = client.search_model_versions(f"name = '{name}'")
+        versions = list(client.search_model_versions(f"name = '{name}'"))
     except MlflowException:
         versions = []
     aliases: dict[str, list[str]] = {}

@@ -95,10 +95,10 @@ def check_feature_signature(features: pd.DataFrame, model: PesModel, model_versi
             "pes_ml version that trained it."
         )
     wrong = []
-    for name in model.encoder.categorical_features():
+    for name in model.encoder.categorical_features:
         if pd.api.types.is_numeric_dtype(features[name]) and not features[name].isna().all():
             wrong.append(f"{name} (expected text categories, got {features[name].dtype})")
-    for name in set(expected) - set(model.encoder.categorical_features()):
+    for name in set(expected) - set(model.encoder.categorical_features):
         column = features[name]
         if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
             wrong.append(f"{name} (expected a number, got {column.dtype})")
@@ -107,6 +107,22 @@ def check_feature_signature(features: pd.DataFrame, model: PesModel, model_versi
             f"Feature types do not match model version {model_version}: {'; '.join(wrong)}. "
             "Retrain the model on the current feature catalog."
         )
+
+
+def _with_model_vocabulary(config: PesConfig, model: PesModel) -> PesConfig:
+    """The config with the event types and core events the model was trained on.
+
+    Both are learned from data at training time; scoring with a vocabulary learned
+    from today's data would build different columns (train/serve skew).
+    """
+    frozen = {
+        key: model.metadata[key]
+        for key in ("event_types", "core_events")
+        if model.metadata.get(key) is not None
+    }
+    if not frozen:
+        return config
+    return config.model_copy(update={"features": config.features.model_copy(update=frozen)})
 
 
 def _fingerprint(config: PesConfig) -> dict[str, str]:
@@ -253,7 +269,7 @@ def score_accounts(
         with timer("load_model"):
             model, model_version = load_pes_model(config, alias=alias, version=version)
         with timer("features"):
-            features = build_features(config, [key], progress=progress)
+            features = build_features(_with_model_vocabulary(config, model), [key], progress=progress)
         if features.empty:
             raise DataContractError(
                 f"No account is active at as_of {key}: nothing to score. Check the as_of date against "
@@ -278,6 +294,8 @@ def score_accounts(
             warn_threshold=config.score.psi_warn,
             error_threshold=config.score.psi_error,
             unseen_categories=model.encoder.unseen_levels(features),
+            # Account age moves forward between training and scoring by construction.
+            warn_only=frozenset(n for n, spec in model.specs().items() if spec.group == "tenure"),
         )
         if drift.errors and not allow_drift:
             worst = sorted(drift.errors.items(), key=lambda item: -item[1])[:5]

@@ -26,7 +26,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, Schema, TensorSpec
 from mlflow.types.schema import AnyType
 
 from pes_ml.config import PesConfig, TrackingConfig
@@ -113,11 +113,11 @@ def model_signature(model: PesModel) -> ModelSignature:
     float64. Their training dtypes stay in the model (``encoder.dtypes``) for the
     scorer's contract check.
     """
-    inputs = [ColSpec("string", ACCOUNT_ID, required=False)]
+    inputs: list[ColSpec | TensorSpec] = [ColSpec("string", ACCOUNT_ID, required=False)]
     for name in model.encoder.feature_names:
-        kind = "string" if name in model.encoder.categories else AnyType()
+        kind = "string" if name in model.encoder.categories else AnyType()  # type: ignore[no-untyped-call]
         inputs.append(ColSpec(kind, name, required=True))
-    outputs = [ColSpec("string", ACCOUNT_ID, required=False)]
+    outputs: list[ColSpec | TensorSpec] = [ColSpec("string", ACCOUNT_ID, required=False)]
     outputs += [ColSpec("double", c) for c in (CHURN_PROBABILITY, EXPANSION_PROBABILITY)]
     if "conversion" in model.outcomes:
         outputs.append(ColSpec("double", CONVERSION_PROBABILITY))

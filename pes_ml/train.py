@@ -248,7 +248,7 @@ def train_models(
             logger.warning("skipping %s: %s", outcome, skipped[outcome])
             continue
         train_x, valid_x, test_x = (encoder.transform(f) for f in (train, valid, test))
-        model = fit_outcome(
+        fitted = fit_outcome(
             outcome,
             train_x,
             train[label].to_numpy(float),
@@ -259,9 +259,9 @@ def train_models(
             calibration=config.train.calibration,
             random_state=config.train.random_state,
         )
-        outcomes[outcome] = model
+        outcomes[outcome] = fitted
         reports[outcome] = _evaluate_outcome(
-            outcome, model, train, valid, test, valid_x, test_x, feature_names, config, rng
+            outcome, fitted, train, valid, test, valid_x, test_x, feature_names, config, rng
         )
     if "churn" not in outcomes:
         raise ConfigError(
@@ -269,8 +269,12 @@ def train_models(
             "Use more history or more accounts, or lower train.min_positives."
         )
     valid_rate = {o: r.validation_metrics["base_rate"] for o, r in reports.items()}
-    reference = {name: reference_distribution(split.train[name]) for name in feature_names}
-    churn_points = outcomes["churn"].points(outcomes["churn"].raw(encoder.transform(split.train)))
+    # Drift reference: the latest snapshots the model was evaluated on (the test split), the
+    # population closest to the next scoring run. The train split is older by design, and
+    # features that grow with time (tenure) would read as drift against it.
+    latest = split.test if len(split.test) else split.train
+    reference = {name: reference_distribution(latest[name]) for name in feature_names}
+    churn_points = outcomes["churn"].points(outcomes["churn"].raw(encoder.transform(latest)))
     reference["__pes__"] = reference_distribution(pd.Series(churn_points))
     model = PesModel(
         encoder=encoder,

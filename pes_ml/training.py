@@ -115,6 +115,9 @@ def run_training(
         "catalog_version": CATALOG_VERSION,
         "data_fingerprint": fingerprint(snapshots),
         "feature_names": names,
+        # Scoring must build the same columns: freeze the event-type vocabulary and core events.
+        "event_types": list(features.attrs.get("event_types", [])),
+        "core_events": list(features.attrs.get("core_events", [])),
         **{
             f"{s}_as_of": ", ".join(d.date().isoformat() for d in split.dates(s))
             for s in ("train", "validation", "test")

@@ -180,6 +180,16 @@ def test_trees_past_the_fast_path_limits_fall_back_to_lightgbm_exactly(seed, mon
     np.testing.assert_allclose(result.contributions, contrib(booster, X)[:, :-1], rtol=0, atol=1e-9)
 
 
+def test_shap_values_accept_a_fitted_lgbm_classifier(seed):
+    features = make_features(seed, 600)
+    model = lgb.LGBMClassifier(n_estimators=20, num_leaves=7, verbose=-1, random_state=seed)
+    model.fit(features[FEATURES], make_labels(features, seed))
+    X = scoring_rows(seed)[FEATURES]
+    result = explain.shap_values(model, X)
+    expected = model.predict(X, pred_contrib=True)
+    np.testing.assert_allclose(result.contributions, expected[:, :-1], rtol=0, atol=1e-9)
+
+
 def test_single_thread_and_parallel_results_are_identical(seed):
     booster = trained(seed)
     X = scoring_rows(seed)

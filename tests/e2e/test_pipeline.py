@@ -57,7 +57,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> PesConfig:
     config = _config(tmp)
     ingest(config)
     run_training(config)
-    promote(config)
+    # This module tests scoring; the promotion gate has its own tests (tests/test_registry.py).
+    promote(config, force=True)
     return config
 
 
