@@ -5,8 +5,8 @@
 
 Each dataset goes through the real stages (ingest -> features -> labels -> time
 split -> train_models); snapshots are cached as Parquet under --work-dir so a rerun
-only retrains. The scale run replicates the simulator's snapshots (new account ids,
-same as_of dates) to >= --scale-rows rows x the full catalog and measures wall time
+only retrains. The scale run replicates the simulator's training snapshots (new account
+ids, same as_of dates) to >= --scale-rows rows x the full catalog and measures wall time
 and peak RSS of train_models in a child process. Prints Markdown tables for
 benchmarks/RESULTS.md.
 """
@@ -80,7 +80,14 @@ def fightchurn_config(work: Path, data: Path) -> PesConfig:
     raw["sources"]["events"]["event_lookup"]["path"] = str(data / "event_type.csv")
     # Six months of monthly subscriptions: a 30-day horizon and weekly snapshots.
     raw["labels"].update({"horizon_days": 30, "grace_days": 7, "data_end": "2020-07-01"})
-    raw["dataset"] = {"frequency_days": 7, "validation_dates": 2, "test_dates": 2}
+    # Every account starts in 2020: the data start is the product's start, so snapshots from week 2 on
+    # see all the history there is (the default 90-day warm-up would leave no training dates).
+    raw["dataset"] = {
+        "frequency_days": 7,
+        "validation_dates": 2,
+        "test_dates": 2,
+        "first_as_of": "2020-01-13",
+    }
     raw["train"] = {**base["train"], "model_spec": str(ROOT / "models/pes.yaml"), "outcomes": ["churn"]}
     # The scorecards of the base config use B2B signals; keep only the untrained baselines here.
     raw["baselines"] = {**base["baselines"], "rule_scores": []}
@@ -141,30 +148,43 @@ def quality(name: str, config: PesConfig, cache: Path) -> dict:
 
 
 def scale_child(cache: Path, rows: int, config_json: str) -> None:
-    """Run in a child process: replicate snapshots to ``rows`` and time train_models."""
+    """Run in a child process: replicate the *training* snapshots to ``rows`` and time train_models.
+
+    Copies get new account ids and keep their as_of dates; validation and test stay as they are,
+    so the measurement is "1M training snapshots" with the usual evaluation around it.
+    """
+    from pes_ml.dataset import Split
+
     snapshots = pd.read_parquet(cache)
     names = json.loads(cache.with_suffix(".names.json").read_text())
-    copies = -(-rows // len(snapshots))
+    config = PesConfig.model_validate_json(config_json)
+    split = split_by_time(snapshots, config.dataset, config.labels.horizon_days)
+    copies = -(-rows // len(split.train))
     frames = []
     for k in range(copies):
-        copy = snapshots.copy()
+        copy = split.train.copy()
         copy["account_id"] = copy["account_id"].astype(str) + f"_{k}"
         frames.append(copy)
-    big = pd.concat(frames, ignore_index=True)
+    big = Split(
+        train=pd.concat(frames, ignore_index=True),
+        validation=split.validation,
+        test=split.test,
+        horizon_days=split.horizon_days,
+        gap_days=split.gap_days,
+    )
     del frames, snapshots
-    config = PesConfig.model_validate_json(config_json)
-    split = split_by_time(big, config.dataset, config.labels.horizon_days)
     started = time.perf_counter()
-    result = train_models(split, names, config)
+    result = train_models(big, names, config)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     trees = {o: m.best_iteration for o, m in result.model.outcomes.items()}
+    total = len(big.train) + len(big.validation) + len(big.test)
     print(
         json.dumps(
             {
-                "rows": len(big),
+                "rows": total,
                 "features": len(names),
-                "train_rows": len(split.train),
+                "train_rows": len(big.train),
                 "seconds": seconds,
                 "peak_rss_gib": peak,
                 "trees": trees,

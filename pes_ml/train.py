@@ -200,6 +200,7 @@ def train_models(
     spec: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
     specs: Sequence[Any] = (),
+    reference_features: pd.DataFrame | None = None,
 ) -> TrainingResult:
     """Train, calibrate and evaluate every configured outcome with enough positives.
 
@@ -218,6 +219,10 @@ def train_models(
     specs
         FeatureSpecs of the catalog; those of the model features are stored with the model
         so reason sentences do not depend on the installed catalog at scoring time.
+    reference_features
+        The population the drift check at scoring compares against (default: the test
+        split). Training passes the features at the end of the data: the accounts the
+        next scoring run will see.
 
     Returns
     -------
@@ -272,7 +277,10 @@ def train_models(
     # Drift reference: the latest snapshots the model was evaluated on (the test split), the
     # population closest to the next scoring run. The train split is older by design, and
     # features that grow with time (tenure) would read as drift against it.
-    latest = split.test if len(split.test) else split.train
+    if reference_features is not None and len(reference_features):
+        latest = reference_features
+    else:
+        latest = split.test if len(split.test) else split.train
     reference = {name: reference_distribution(latest[name]) for name in feature_names}
     churn_points = outcomes["churn"].points(outcomes["churn"].raw(encoder.transform(latest)))
     reference["__pes__"] = reference_distribution(pd.Series(churn_points))

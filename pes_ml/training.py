@@ -18,7 +18,7 @@ from pes_ml.dataset import as_of_schedule, fingerprint, join_snapshots, split_by
 from pes_ml.errors import DataContractError
 from pes_ml.labels import make_labels, to_utc
 from pes_ml.progress import NoProgress, Progress
-from pes_ml.schemas import START, TIMESTAMP
+from pes_ml.schemas import AS_OF, START, TIMESTAMP
 from pes_ml.train import TrainingResult, train_models
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,14 @@ def run_training(
     if subscriptions is None or config.labels.mode == "activity":
         events = pd.read_parquet(paths["events"], columns=["account_id", TIMESTAMP])
     labels = make_labels(config.labels, dates, subscriptions=subscriptions, events=events, data_end=end)
-    features = build_features(config, dates, progress)
+    # One pass also computes the features at the end of the data: unlabeled, never trained on,
+    # but the population the next scoring run sees, so it is the drift reference.
+    reference_as_of = end.normalize()
+    with_reference = build_features(config, [*dates, reference_as_of], progress)
+    is_reference = with_reference[AS_OF] == reference_as_of
+    features = with_reference[~is_reference].reset_index(drop=True)
+    features.attrs = with_reference.attrs
+    reference_features = with_reference[is_reference].reset_index(drop=True)
     snapshots = join_snapshots(features, labels)
     split = split_by_time(snapshots, config.dataset, config.labels.horizon_days)
     names = model_feature_names(features)
@@ -124,7 +131,9 @@ def run_training(
         },
     }
     progress.start("train", total=None)
-    result = train_models(split, names, config, metadata=metadata, specs=specs)
+    result = train_models(
+        split, names, config, metadata=metadata, specs=specs, reference_features=reference_features
+    )
     progress.start("log to MLflow", total=None)
     run_id, uri = log_training_run(
         result,
