@@ -106,7 +106,9 @@ def finish_features(
         f[name] = _column(f, name).fillna(0)
     for name in _COUNTS:
         f[name] = f[name].astype("int64")
-    f[AS_OF] = pd.Series(pd.DatetimeIndex(grid.as_of).as_unit("us"))[f[J].to_numpy()].to_numpy()
+    # Index by position into a DatetimeIndex: .to_numpy() of tz-aware values is an object array,
+    # which stays object (not datetime) when no account is present at as_of.
+    f[AS_OF] = pd.DatetimeIndex(grid.as_of).as_unit("us")[f[J].to_numpy()]
     a = f[A].astype("int64")
     out = pd.DataFrame({ACCOUNT_ID: f[ACCOUNT_ID].astype("str"), AS_OF: f[AS_OF]}, index=f.index)
     for name in ("events_7d", "events_30d", "events_90d", "value_sum_30d", "value_sum_90d",
