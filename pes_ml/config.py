@@ -18,6 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pes_ml.errors import ConfigError
 
 
+EPOCH_FORMATS: tuple[str, ...] = ("epoch_s", "epoch_ms")
+"""``timestamp_format`` values for numbers since 1970-01-01 UTC, in seconds or milliseconds."""
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -68,7 +72,8 @@ class SourceConfig(_Frozen):
     event_lookup: EventLookup | None = None
     timestamp_format: str | None = Field(
         default=None,
-        description="strptime format for text timestamps, e.g. '%d-%m-%Y'. Default: ISO 8601.",
+        description="strptime format for text timestamps, e.g. '%d-%m-%Y'; or 'epoch_s' / 'epoch_ms' for "
+        "seconds / milliseconds since 1970-01-01 UTC (numbers or digit strings). Default: ISO 8601.",
     )
     delimiter: str | None = Field(
         default=None,
@@ -88,6 +93,17 @@ class SourceConfig(_Frozen):
         default=True,
         description="Remove (and count) exact duplicate rows. Set false when identical rows are genuine.",
     )
+
+    @field_validator("timestamp_format")
+    @classmethod
+    def _timestamp_format(cls, value: str | None) -> str | None:
+        # A format without a directive (e.g. 'DD-MM-YYYY') would silently quarantine every row.
+        if value is None or value in EPOCH_FORMATS or "%" in value:
+            return value
+        raise ValueError(
+            "must be a strptime format such as '%d-%m-%Y' or '%Y-%m-%d %H:%M:%S', "
+            f"or one of {', '.join(EPOCH_FORMATS)}"
+        )
 
 
 class SourcesConfig(_Frozen):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,6 +53,8 @@ def spark_session(master: str = "local[*]") -> Any:
             "(and Java 17), or set engine: duckdb."
         ) from exc
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers (mapInPandas scoring) must run the driver's interpreter, which has pes_ml.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     _SPARK = (
         SparkSession.builder.master(master)
         .appName("pes_ml")

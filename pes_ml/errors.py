@@ -12,7 +12,8 @@ single clear line on stderr and a non-zero exit code. The tree::
     ├── DriftError(PesError)                     # scoring data drifted past the threshold
     ├── RunInProgressError(PesError)             # another job holds the run lock
     ├── StoreError(PesError)                     # the run store cannot be read or written
-    └── ExplanationError(PesError)               # SHAP values do not add up to the model output
+    ├── ExplanationError(PesError)               # SHAP values do not add up to the model output
+    └── RegistryUnavailableError(PesError)       # the MLflow tracking server cannot be reached
 
 Messages say what was expected, what was received and what to do next.
 """
@@ -92,6 +93,12 @@ class ExplanationError(PesError):
     exit_code = 10
 
 
+class RegistryUnavailableError(PesError):
+    """The MLflow tracking server / model registry cannot be reached (refused, timed out, DNS)."""
+
+    exit_code = 11
+
+
 __all__ = [
     "ConfigError",
     "DataContractError",
@@ -101,6 +108,7 @@ __all__ = [
     "ModelNotFoundError",
     "PesError",
     "PromotionRejected",
+    "RegistryUnavailableError",
     "RunInProgressError",
     "StoreError",
 ]

@@ -30,11 +30,18 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pes_ml.config import PesConfig
-from pes_ml.errors import ModelNotFoundError, PromotionRejected
+from pes_ml.errors import ModelNotFoundError, PromotionRejected, RegistryUnavailableError
 from pes_ml.evaluate import METRICS_HIGHER_IS_BETTER, binary_metrics
 from pes_ml.model import PesModel
 from pes_ml.schemas import CHURN_PROBABILITY, EXPANSION_PROBABILITY
-from pes_ml.tracking import configure_tracking, load_test_snapshots, run_metrics
+from pes_ml.tracking import (
+    configure_tracking,
+    is_unreachable,
+    load_test_snapshots,
+    reaching,
+    redact,
+    run_metrics,
+)
 from pes_ml.train import OUTCOME_LABELS
 
 logger = logging.getLogger(__name__)
@@ -64,6 +71,11 @@ def _version(client: MlflowClient, name: str, alias: str | None, version: str | 
             return client.get_model_version(name, version)
         return client.get_model_version_by_alias(name, alias or CHAMPION)
     except MlflowException as exc:
+        if is_unreachable(exc):
+            raise RegistryUnavailableError(
+                f"The MLflow model registry at {redact(mlflow.get_tracking_uri())} stopped answering: "
+                f"{exc.message[:300]}. Check that the server is up, then rerun."
+            ) from exc
         what = f"version {version}" if version is not None else f"alias @{alias or CHAMPION}"
         raise ModelNotFoundError(
             f"No {what} of registered model {name!r}. Run `pes-ml train` to register one and "
@@ -78,7 +90,9 @@ def load_pes_model(
     configure_tracking(config.tracking)
     name = config.tracking.model_name
     found = _version(MlflowClient(), name, alias, version)
-    loaded = mlflow.pyfunc.load_model(f"models:/{name}/{found.version}")
+    # A pyfunc model is a pickle: only load from a registry you trust (docs/reliability.md).
+    with reaching(config.tracking.tracking_uri):
+        loaded = mlflow.pyfunc.load_model(f"models:/{name}/{found.version}")
     return loaded.unwrap_python_model().model, str(found.version)
 
 

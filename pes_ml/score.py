@@ -16,10 +16,11 @@ spends any compute.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -201,6 +202,15 @@ def score_features(
     return scores, reasons
 
 
+def _scorer(config: PesConfig) -> Callable[..., tuple[pd.DataFrame, pd.DataFrame]]:
+    """:func:`score_features` in process, or the same function run as a Spark job (``engine: spark``)."""
+    if config.engine != "spark":
+        return score_features
+    from pes_ml.score_spark import score_features_spark
+
+    return functools.partial(score_features_spark, master=config.spark_master)
+
+
 def _add_change(
     scores: pd.DataFrame, reasons: pd.DataFrame, store: RunStore, as_of: str, specs: dict[str, Any]
 ) -> dict[str, Any] | None:
@@ -279,7 +289,7 @@ def score_accounts(
         run_id = new_run_id()
         progress.start(f"Scoring {len(features):,} accounts", total=None)
         with timer("predict_and_shap"):
-            scores, reasons = score_features(
+            scores, reasons = _scorer(config)(
                 features,
                 model,
                 model_name=config.tracking.model_name,

@@ -6,6 +6,13 @@ artifacts under ``mlartifacts/`` — set when the experiment is created, since t
 default artifact root would be ``./mlruns``. ``MLFLOW_TRACKING_URI`` overrides the
 config; only the CLI reads it and passes it in.
 
+Against a team server (``http(s)://``), an experiment created by pes_ml takes the
+server's artifact root (``mlflow-artifacts:/`` with ``--serve-artifacts``) unless
+``tracking.artifact_location`` is itself a URI: a path on one client's disk is no
+place for a team's artifacts. An unreachable server is a
+:class:`~pes_ml.errors.RegistryUnavailableError` (exit code 11) naming the URI, found
+by a short TCP probe before MLflow's own retries (minutes, by default) start.
+
 A training run logs: the flattened config; the feature catalog and its version;
 the as_of range and split sizes with base rates; a fingerprint of the training
 data; test metrics of the model and every baseline per outcome (and per segment);
@@ -17,19 +24,24 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 from mlflow.types.schema import AnyType
 
 from pes_ml.config import PesConfig, TrackingConfig
+from pes_ml.errors import RegistryUnavailableError
 from pes_ml.model import CONVERSION_PROBABILITY, PesModel, is_categorical
 from pes_ml.schemas import (
     ACCOUNT_ID,
@@ -72,22 +84,107 @@ class PesPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined,misc]
         return self.model.predict(model_input)
 
 
+REMOTE_SCHEMES = ("http", "https")
+PROBE_TIMEOUT_SECONDS = 5.0
+
+
+def redact(uri: str) -> str:
+    """``uri`` without a password (``http://user:secret@host`` -> ``http://user:***@host``)."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _unavailable(uri: str, why: object) -> RegistryUnavailableError:
+    return RegistryUnavailableError(
+        f"The MLflow tracking server at {redact(uri)} cannot be reached ({why}). Start it or check "
+        "the network, or point MLFLOW_TRACKING_URI (or tracking.tracking_uri) at a running server; "
+        "see docs/reliability.md."
+    )
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether an MLflow error was caused by a connection failure rather than an HTTP answer."""
+    import requests
+
+    seen: BaseException | None = exc
+    for _depth in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, requests.exceptions.ConnectionError | requests.exceptions.Timeout | OSError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
+    """For an ``http(s)://`` tracking URI, fail fast when nothing listens at its host and port.
+
+    MLflow retries a refused connection with exponential backoff for minutes
+    (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``); one TCP connect answers in milliseconds.
+
+    Raises
+    ------
+    RegistryUnavailableError
+        If the host does not resolve, refuses the connection, or does not answer within ``timeout``.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme not in REMOTE_SCHEMES or not parts.hostname:
+        return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        raise _unavailable(uri, getattr(exc, "strerror", None) or exc) from exc
+
+
+@contextmanager
+def reaching(uri: str) -> Iterator[None]:
+    """Turn an MLflow connection failure inside the block into a :class:`RegistryUnavailableError`."""
+    try:
+        yield
+    except MlflowException as exc:
+        if is_unreachable(exc):
+            raise _unavailable(uri, "the connection failed") from exc
+        raise
+
+
 def configure_tracking(config: TrackingConfig) -> str:
     """Point MLflow at the configured store and experiment; return the experiment id.
 
     The experiment is created with ``artifact_location`` so artifacts never land in
-    ``./mlruns``.
+    ``./mlruns`` — except on a remote server, whose artifact root is used unless
+    ``artifact_location`` is a URI (see the module docstring).
+
+    Raises
+    ------
+    RegistryUnavailableError
+        If the tracking server cannot be reached.
     """
-    mlflow.set_tracking_uri(config.tracking_uri)
-    experiment = mlflow.get_experiment_by_name(config.experiment)
-    if experiment is None:
-        location = config.artifact_location
-        if "://" not in location:
-            location = Path(location).resolve().as_uri()
-        experiment_id = mlflow.create_experiment(config.experiment, artifact_location=location)
-    else:
-        experiment_id = experiment.experiment_id
-    mlflow.set_experiment(experiment_id=experiment_id)
+    uri = config.tracking_uri
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    with reaching(uri):
+        experiment = mlflow.get_experiment_by_name(config.experiment)
+        if experiment is None:
+            location: str | None = config.artifact_location
+            remote = urlsplit(uri).scheme in REMOTE_SCHEMES
+            if location is not None and "://" not in location:
+                location = None if remote else Path(location).resolve().as_uri()
+            try:
+                experiment_id = mlflow.create_experiment(config.experiment, artifact_location=location)
+            except MlflowException:
+                # Another process created it meanwhile (two trainings starting at once).
+                experiment = mlflow.get_experiment_by_name(config.experiment)
+                if experiment is None:
+                    raise
+                experiment_id = experiment.experiment_id
+        else:
+            experiment_id = experiment.experiment_id
+        mlflow.set_experiment(experiment_id=experiment_id)
     return str(experiment_id)
 
 

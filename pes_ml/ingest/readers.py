@@ -75,6 +75,7 @@ class SourceView:
     format: str
     files: tuple[str, ...]
     columns: dict[str, str]
+    duplicate_columns: tuple[str, ...] = ()
 
 
 def sql_string(value: str) -> str:
@@ -270,21 +271,38 @@ def _reader_sql(
     )
 
 
+def _read_hint(message: str, spec: ReaderSpec, fmt: str) -> str:
+    lower = message.lower()
+    if "gzip" in lower or "zlib" in lower:
+        return "The gzip stream ends early: the file is truncated. Re-download or re-export it."
+    if "unicode" in lower or "utf-8" in lower or "utf8" in lower:
+        return (
+            "The file is not UTF-8 encoded (invalid bytes on the line named above). Re-export it as UTF-8, "
+            "or convert it, e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`."
+        )
+    if "malformed json" in lower:
+        return "Fix or remove that line (each line must be one complete JSON object), then rerun."
+    return (
+        f"Check that the file is complete and really is {fmt}, or set {spec.config_key}.format "
+        "(and delimiter/header for CSV) to match it."
+    )
+
+
 @contextmanager
 def reading(spec: ReaderSpec, fmt: str) -> Iterator[None]:
     """Turn a DuckDB error raised while reading ``spec`` into a DataContractError naming the file."""
     try:
         yield
     except _READ_ERRORS as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = (
-            "The gzip stream ends early: the file is truncated. Re-download or re-export it."
-            if "gzip" in str(exc).lower() or "zlib" in str(exc).lower()
-            else f"Check that the file is complete and really is {fmt}, or set {spec.config_key}.format "
-            "(and delimiter/header for CSV) to match it."
-        )
+        message = str(exc).strip()
+        lines = [line.strip() for line in message.splitlines()]
+        detail = lines[0] if lines and lines[0] else type(exc).__name__
+        # DuckDB names the failing file of a folder or glob in a "file = ..." line of its CSV errors.
+        named = next((line[len("file = ") :] for line in lines if line.startswith("file = ")), None)
+        where = repr(spec.path) if named is None or named == spec.path else f"{named!r} of {spec.path!r}"
         raise DataContractError(
-            f"Could not read {spec.path!r} ({spec.config_key}, format {fmt}): {detail}. {hint}"
+            f"Could not read {where} ({spec.config_key}, format {fmt}): {detail}. "
+            f"{_read_hint(message, spec, fmt)}"
         ) from exc
 
 
@@ -319,7 +337,29 @@ def open_source(con: duckdb.DuckDBPyConnection, spec: ReaderSpec, view: str) -> 
         con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(view)} AS {sql}")
         described = con.execute(f"DESCRIBE SELECT * FROM {ident(view)}").fetchall()
     columns = {str(row[0]): str(row[1]) for row in described}
+    duplicates = _duplicate_header_names(con, spec, fmt, files, columns)
     logger.debug(
         "%s: %s read as %s from %d file(s): %s", spec.config_key, spec.path, fmt, len(files), columns
     )
-    return SourceView(view=view, spec=spec, format=fmt, files=tuple(files), columns=columns)
+    return SourceView(
+        view=view, spec=spec, format=fmt, files=tuple(files), columns=columns, duplicate_columns=duplicates
+    )
+
+
+def _duplicate_header_names(
+    con: duckdb.DuckDBPyConnection, spec: ReaderSpec, fmt: str, files: list[str], columns: dict[str, str]
+) -> tuple[str, ...]:
+    """Names that a CSV header repeats (DuckDB renames the second ``x`` to ``x_1``)."""
+    renamed = [c for c in columns if "_" in c and c.rsplit("_", 1)[1].isdigit() and c.rsplit("_", 1)[0] in columns]
+    if fmt != "csv" or not spec.header or not renamed or spec.delimiter in _WHITESPACE_ALIASES:
+        return ()
+    options = ["all_varchar=true", "header=false"]
+    if spec.delimiter is not None:
+        options.append(f"delim={sql_string(chr(9) if spec.delimiter in ('\\t', 'tab') else spec.delimiter)}")
+    duplicates: set[str] = set()
+    for file in files[:20]:
+        with reading(spec, fmt):
+            row = con.execute(f"SELECT * FROM read_csv({sql_string(file)}, {', '.join(options)}) LIMIT 1").fetchone()
+        names = [str(v).strip() for v in (row or ()) if v is not None]
+        duplicates.update(n for n in names if names.count(n) > 1)
+    return tuple(sorted(duplicates))

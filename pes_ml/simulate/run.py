@@ -172,7 +172,7 @@ def simulate_saas(
         seconds=time.perf_counter() - began,
         files=(*writer.files, subs_path, accounts_path),
     )
-    logger.info("%s", summary.describe())
+    logger.info("%s", summary.describe().splitlines()[0])
     return summary
 
 
