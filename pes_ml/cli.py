@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +63,7 @@ def _configure_logging(verbose: bool) -> None:
     for noisy in ("mlflow", "alembic", "py4j", "urllib3", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
@@ -244,6 +246,41 @@ def export(
     _run(_export)
 
 
+TrackingUriOption = Annotated[
+    str | None,
+    typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI; default: tracking.tracking_uri."),
+]
+
+FAULT_ENV = "PES_FAULT_STAGE"
+
+
+def _install_fault_hook(spec: str | None) -> None:
+    """Fault injection for the reliability tests: ``PES_FAULT_STAGE=<stage>:<seconds>``.
+
+    When the scoring run reaches ``<stage>`` (one of ``pes_ml.score.FAULT_STAGES`` or the
+    run store's commit steps), it writes ``pes_ml fault stage reached: <stage>`` to stderr
+    and sleeps ``<seconds>`` (0: announce only), so a test can SIGKILL it exactly there.
+    Unset (production), nothing is installed and the stages cost one ``None`` check.
+    """
+    if not spec:
+        return
+    from pes_ml import score as score_module
+    from pes_ml import store as store_module
+
+    stage, _, seconds = spec.partition(":")
+    pause = float(seconds or 0)
+
+    def hook(name: str) -> None:
+        if name == stage:
+            sys.stderr.write(f"pes_ml fault stage reached: {name}\n")
+            sys.stderr.flush()
+            if pause > 0:
+                time.sleep(pause)
+
+    score_module._stage_hook = hook
+    store_module._stage_hook = hook
+
+
 @app.command()
 def score(
     as_of: Annotated[
@@ -259,16 +296,19 @@ def score(
     allow_drift: Annotated[
         bool, typer.Option("--allow-drift", help="Score even when feature drift exceeds score.psi_error.")
     ] = False,
+    tracking_uri: TrackingUriOption = None,
 ) -> None:
     """Score every account active at --as-of with the champion model and commit the run to the store.
 
     Writes scores, exact SHAP reasons and a run manifest atomically; rerunning the same as_of replaces
-    that run. Exit codes: 3 data contract, 5 no model, 7 drift, 8 run in progress.
+    that run. Exit codes: 3 data contract, 5 no model, 7 drift, 8 run in progress, 9 run store
+    (e.g. disk full), 11 registry unreachable.
     """
     from pes_ml.config import load_config
     from pes_ml.score import score_accounts
 
-    cfg = _run(lambda: load_config(config))
+    _install_fault_hook(os.environ.get(FAULT_ENV))
+    cfg = _with_tracking_uri(_run(lambda: load_config(config)), tracking_uri)
     with _progress() as progress:
         run = _run(
             lambda: score_accounts(
@@ -290,11 +330,6 @@ def score(
 
 
 # --- training, promotion and the registry (issue 4) -------------------------------------------
-
-TrackingUriOption = Annotated[
-    str | None,
-    typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI; default: tracking.tracking_uri."),
-]
 
 
 @app.command()

@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pes_ml.errors import ConfigError
 
-
 EPOCH_FORMATS: tuple[str, ...] = ("epoch_s", "epoch_ms")
 """``timestamp_format`` values for numbers since 1970-01-01 UTC, in seconds or milliseconds."""
 

@@ -76,7 +76,36 @@ def ibis_backend(config: PesConfig) -> Any:
         return ibis.pyspark.connect(spark_session(config.spark_master))
     con = ibis.duckdb.connect()
     con.raw_sql("SET TimeZone = 'UTC'")
+    # Results are sorted where order matters; letting DuckDB drop insertion order
+    # saves memory and time on every materialised intermediate.
+    con.raw_sql("SET preserve_insertion_order = false")
     return con
+
+
+def epoch_seconds(ts: Any) -> Any:
+    """Seconds since 1970-01-01 UTC of an Ibis UTC timestamp expression, compiled cheaply for its engine.
+
+    Ibis compiles ``epoch_seconds()`` on DuckDB as ``EPOCH(CAST(ts AS TIMESTAMP))``,
+    a per-row time-zone conversion that costs ~5x the ``EPOCH(ts)`` of the
+    ``TIMESTAMPTZ`` itself (its fractional seconds are harmless under a floor by whole
+    seconds). Other engines, and unbound expressions, use Ibis's own operation.
+    """
+    try:
+        name = ts._find_backend(use_default=True).name
+    except Exception:  # noqa: BLE001 - unbound expression: no engine to specialise for
+        name = None
+    if name == "duckdb":
+        return _duckdb_epoch()(ts)
+    return ts.epoch_seconds()
+
+
+def _duckdb_epoch() -> Any:
+    import ibis
+    import ibis.expr.datatypes as dt
+
+    return ibis.udf.scalar.builtin(
+        lambda ts: None, name="epoch", signature=((dt.Timestamp(timezone="UTC"),), dt.float64)
+    )
 
 
 @contextmanager

@@ -266,3 +266,10 @@ def champion_version(config: PesConfig) -> str | None:
         return str(MlflowClient().get_model_version_by_alias(config.tracking.model_name, CHAMPION).version)
     except MlflowException:
         return None
+
+
+def version_metrics(config: PesConfig, version: str) -> dict[str, float]:
+    """The evaluation metrics logged by the training run of a registered version (model and baselines)."""
+    configure_tracking(config.tracking)
+    found = _version(MlflowClient(), config.tracking.model_name, None, version)
+    return run_metrics(found.run_id) if found.run_id else {}

@@ -2,9 +2,13 @@
 
 One scoring run::
 
-    lock(as_of) -> ingest -> champion model -> features(as_of) -> safety checks
+    lock(as_of) -> champion model -> ingest -> features(as_of) -> safety checks
       -> probabilities, PES, tiers -> exact SHAP (both models) -> reasons
       -> change since the previous run -> run store (atomic commit)
+
+Fault injection: each step calls ``_stage(name)`` (names in :data:`FAULT_STAGES`), a
+no-op unless a test seam is installed — the CLI installs one when ``PES_FAULT_STAGE``
+is set (see ``pes_ml.cli``), and the reliability tests SIGKILL the job there.
 
 Safety checks happen before anything is written: the feature columns must match
 the model's signature, drift (PSI per feature and of the score) above the error
@@ -52,6 +56,31 @@ CLASSIC_PES_COLUMNS = (
 )
 ACCOUNT_ATTRIBUTES = (S.NAME, S.SEGMENT, S.PLAN)
 SCORE_MODELS = ("churn", "expansion")
+
+FAULT_STAGES = (
+    "locked",
+    "model_loaded",
+    "ingested",
+    "features_started",
+    "features_built",
+    "signature_checked",
+    "churn_started",
+    "churn_scored",
+    "expansion_started",
+    "expansion_scored",
+    "reasons_ranked",
+    "drift_checked",
+    "change_attributed",
+)
+"""The named points of a scoring run where a test seam may pause it (the store adds its own)."""
+
+# A test seam, like pes_ml.store._stage_hook: called with each stage name; None in production.
+_stage_hook: Callable[[str], None] | None = None
+
+
+def _stage(name: str) -> None:
+    if _stage_hook is not None:
+        _stage_hook(name)
 
 
 @dataclass(frozen=True)
@@ -137,6 +166,19 @@ def _fingerprint(config: PesConfig) -> dict[str, str]:
     return prints
 
 
+def account_names(config: PesConfig) -> pd.Series | None:
+    """Display names by account_id from the clean accounts table, when it has a name column."""
+    import pyarrow.parquet as pq
+
+    from pes_ml.ingest import clean_paths
+
+    path = clean_paths(config)["accounts"]
+    if not path.is_file() or S.NAME not in pq.read_schema(path).names:
+        return None
+    accounts = pd.read_parquet(path, columns=[S.ACCOUNT_ID, S.NAME])
+    return accounts.drop_duplicates(S.ACCOUNT_ID).set_index(S.ACCOUNT_ID)[S.NAME]
+
+
 def _arr(features: pd.DataFrame) -> pd.Series:
     if S.MRR in features.columns:
         return pd.to_numeric(features[S.MRR], errors="coerce") * 12.0
@@ -151,6 +193,7 @@ def score_features(
     model_version: str,
     run_id: str,
     top_reasons: int = 3,
+    names: pd.Series | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Scores and the long SHAP table for a FeatureFrame (pure: no I/O).
 
@@ -160,6 +203,8 @@ def score_features(
         ``scores``: one row per account (probabilities, PES, expansion score, tier, classic PES,
         reason_1..k of the churn model, model name/version, run id). ``reasons``: the long table
         of :func:`pes_ml.explain.long_format` for both models, with the model version.
+    names
+        Account display names by account_id (from the accounts table), for CS-facing outputs.
     """
     matrix = model.encoder.transform(features)
     specs = model.specs()
@@ -171,6 +216,7 @@ def score_features(
         if calibrated is None:
             scores[PROBABILITY_COLUMNS[outcome]] = np.nan
             continue
+        _stage(f"{outcome}_started")
         result = explain.shap_values(calibrated.booster, matrix)
         scores[PROBABILITY_COLUMNS[outcome]] = calibrated.probability(result.raw_score)
         column = S.PES if outcome == "churn" else S.EXPANSION_SCORE
@@ -178,6 +224,7 @@ def score_features(
         longs.append(
             explain.long_format(result, keyed, model=outcome, specs=specs, platt_slope=calibrated.platt_slope)
         )
+        _stage(f"{outcome}_scored")
     for column in (S.PES, S.EXPANSION_SCORE):
         if column not in scores:
             scores[column] = np.nan
@@ -188,6 +235,8 @@ def score_features(
         if column in keyed.columns:
             scores[column] = keyed[column]
     scores["arr"] = _arr(keyed)
+    if names is not None:
+        scores[S.NAME] = scores[S.ACCOUNT_ID].map(names).fillna(scores[S.ACCOUNT_ID]).astype("str")
     reasons = pd.concat(longs, ignore_index=True) if longs else pd.DataFrame(columns=explain.LONG_COLUMNS)
     reasons[S.MODEL_VERSION] = model_version
     if "churn" in model.outcomes:
@@ -196,6 +245,7 @@ def score_features(
         for rank in range(1, top_reasons + 1):
             column = wide[rank] if rank in wide.columns else pd.Series(dtype="str")
             scores[f"reason_{rank}"] = scores[S.ACCOUNT_ID].map(column).fillna("").astype("str")
+        _stage("reasons_ranked")
     scores[S.MODEL_NAME] = model_name
     scores[S.MODEL_VERSION] = model_version
     scores[S.RUN_ID] = run_id
@@ -266,7 +316,7 @@ def score_accounts(
     """
     from pes_ml.features import build_features
     from pes_ml.ingest import ingest
-    from pes_ml.registry import load_pes_model
+    from pes_ml.registry import load_pes_model, version_metrics
     from pes_ml.run_contract import as_of_key, new_run_id
 
     progress = progress or NoProgress()
@@ -274,18 +324,25 @@ def score_accounts(
     key = as_of_key(as_of)
     timer = _Timer()
     with store.lock(key, timeout=config.store.lock_timeout_seconds):
-        with timer("ingest"):
-            recon = ingest(config, progress=progress)
+        _stage("locked")
+        # The model first: an unreachable registry or a missing alias fails before any compute.
         with timer("load_model"):
             model, model_version = load_pes_model(config, alias=alias, version=version)
+        _stage("model_loaded")
+        with timer("ingest"):
+            recon = ingest(config, progress=progress)
+        _stage("ingested")
+        _stage("features_started")
         with timer("features"):
             features = build_features(_with_model_vocabulary(config, model), [key], progress=progress)
+        _stage("features_built")
         if features.empty:
             raise DataContractError(
                 f"No account is active at as_of {key}: nothing to score. Check the as_of date against "
                 "the data's time range (`pes-ml validate` prints it) and that subscriptions are loaded."
             )
         check_feature_signature(features, model, model_version)
+        _stage("signature_checked")
         run_id = new_run_id()
         progress.start(f"Scoring {len(features):,} accounts", total=None)
         with timer("predict_and_shap"):
@@ -296,6 +353,7 @@ def score_accounts(
                 model_version=model_version,
                 run_id=run_id,
                 top_reasons=config.score.top_reasons,
+                names=account_names(config),
             )
         drift_frame = features.assign(**{SCORE_REFERENCE: scores[S.PES].to_numpy()})
         drift = check_drift(
@@ -315,11 +373,14 @@ def score_accounts(
                 f"above PSI {config.score.psi_error}: {listed}. Nothing was written. Check the inputs "
                 "(a changed export or column mapping?), retrain, or rerun with --allow-drift."
             )
+        _stage("drift_checked")
         change = _add_change(scores, reasons, store, key, model.specs())
+        _stage("change_attributed")
         manifest = {
             "as_of": key,
             "model": {"name": config.tracking.model_name, "version": model_version, "alias": alias},
             "model_metadata": model.metadata,
+            "metrics": version_metrics(config, model_version),
             "feature_catalog_version": model.metadata.get("catalog_version"),
             "input_fingerprints": _fingerprint(config),
             "reconciliation": recon.to_dict(),

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pes_ml import explain
 from pes_ml import schemas as S
@@ -118,8 +119,33 @@ def _conform(frame: pd.DataFrame, schema: StructType) -> pd.DataFrame:
             column = pd.Series(None, index=frame.index, dtype=object)
         if isinstance(field.dataType, T.StringType):
             column = column.astype(object).where(column.notna(), None)
+        elif isinstance(column.dtype, pd.DatetimeTZDtype):
+            # Naive UTC (the session time zone): Spark reads tz-aware columns through a
+            # pandas API that pandas 3 deprecates.
+            column = column.dt.tz_convert("UTC").dt.tz_localize(None)
         columns[field.name] = column
     return pd.DataFrame(columns, index=frame.index)
+
+
+def _arrow_table(frame: pd.DataFrame, schema: StructType) -> pa.Table:
+    """``frame`` as an Arrow table of ``schema``'s types, built column by column (no pandas metadata)."""
+    from pyspark.sql import types as T
+
+    frame = _conform(frame, schema)
+    arrays, names = [], []
+    for field in schema.fields:
+        column = frame[field.name]
+        if isinstance(field.dataType, T.TimestampType):
+            array = pa.array(column.to_numpy(dtype="datetime64[us]"), type=pa.timestamp("us", tz="UTC"))
+        elif isinstance(field.dataType, T.StringType):
+            array = pa.array(column.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+        elif isinstance(field.dataType, T.DoubleType):
+            array = pa.array(column.to_numpy(dtype=np.float64, na_value=np.nan), type=pa.float64())
+        else:
+            array = pa.array(column, from_pandas=True)
+        arrays.append(array)
+        names.append(field.name)
+    return pa.Table.from_arrays(arrays, names=names)
 
 
 def _partitions(spark: SparkSession, n_rows: int, partitions: int | None) -> int:
@@ -177,10 +203,9 @@ def score_features_spark_frames(
             yield _conform(reasons.assign(**{KIND: REASON_KIND}), output_schema)
 
     n_partitions = _partitions(spark, len(features), partitions)
-    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
-    frame = spark.createDataFrame(
-        _conform(features, _spark_schema(feature_dtypes)), schema=_spark_schema(feature_dtypes)
-    ).repartition(n_partitions)
+    frame = spark.createDataFrame(_arrow_table(features, _spark_schema(feature_dtypes))).repartition(
+        n_partitions
+    )
     logger.info("Scoring %d accounts on Spark in %d partitions", len(features), n_partitions)
     return frame.mapInPandas(score_batches, schema=output_schema), score_dtypes, reason_dtypes
 

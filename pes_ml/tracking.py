@@ -167,6 +167,9 @@ def configure_tracking(config: TrackingConfig) -> str:
     uri = config.tracking_uri
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
+    # The registry lives in the same store; set it too, or a registry URI resolved earlier in the
+    # process (another config, another test) would keep being used.
+    mlflow.set_registry_uri(uri)
     with reaching(uri):
         experiment = mlflow.get_experiment_by_name(config.experiment)
         if experiment is None:

@@ -27,8 +27,8 @@ pytest.importorskip("pyspark")
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
-FIRST_AS_OF = "2025-03-01"
-SECOND_AS_OF = "2025-04-01"
+FIRST_AS_OF = "2025-05-01"
+SECOND_AS_OF = "2025-06-01"
 
 
 def _config(tmp: Path, engine: str) -> PesConfig:
@@ -41,7 +41,7 @@ def _config(tmp: Path, engine: str) -> PesConfig:
                 "subscriptions": {"path": str(tmp / "sim" / "subscriptions.parquet")},
                 "accounts": {"path": str(tmp / "sim" / "accounts.parquet")},
             },
-            "dataset": {"frequency_days": 21},
+            "dataset": {"frequency_days": 14},
             "train": {"model_spec": str(ROOT / "models" / "pes.yaml"), "bootstrap_rounds": 10},
             "tracking": {
                 "tracking_uri": f"sqlite:///{tmp}/mlflow.db",
@@ -57,7 +57,7 @@ def _config(tmp: Path, engine: str) -> PesConfig:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("score_spark")
-    simulate_saas(SimulationConfig(n_accounts=300, days=450, start="2024-01-01", seed=5), tmp / "sim")
+    simulate_saas(SimulationConfig(n_accounts=700, days=540, start="2024-01-01", seed=11), tmp / "sim")
     config = _config(tmp, "duckdb")
     ingest(config)
     run_training(config)

@@ -47,10 +47,10 @@ def _resolve_mode(tables: FeatureTables, mode: Mode) -> str:
 
 
 def _vocabulary(
-    rollup: ir.Table, spine: ir.Table | None, grid: AsOfGrid, config: FeatureConfig
+    events: ir.Table, spine: ir.Table | None, grid: AsOfGrid, config: FeatureConfig
 ) -> dict[str, list[str]]:
     """Event types with their own count, and core events: from config, or from data before the first as_of."""
-    window = d.vocabulary_window(rollup, grid)
+    window = d.vocabulary_window(events, grid)
     if config.event_types is not None:
         event_types = list(config.event_types)
     else:
@@ -85,27 +85,26 @@ def _grid_features(
     horizon_days: int,
     vocabulary: dict[str, list[str]],
 ) -> pd.DataFrame:
+    events = d.events_before(tables.events, grid)
+    spine = None
+    if mode == "subscription" and tables.subscriptions is not None:
+        spine = pit.subscription_spine(tables.subscriptions, grid)
+    if "event_types" not in vocabulary:
+        vocabulary.update(_vocabulary(events, spine, grid, config))
+    event_types, core = vocabulary["event_types"], vocabulary["core_events"]
     with ExitStack() as stack:
-        rollup = stack.enter_context(materialized(d.rollup_events(tables.events, grid)))
-        spine = None
-        if mode == "subscription" and tables.subscriptions is not None:
-            spine = pit.subscription_spine(tables.subscriptions, grid)
-        if "event_types" not in vocabulary:
-            vocabulary.update(_vocabulary(rollup, spine, grid, config))
-        event_types, core = vocabulary["event_types"], vocabulary["core_events"]
-
-        event_days = stack.enter_context(materialized(d.account_event_days(rollup)))
-        user_days = stack.enter_context(materialized(d.user_days(rollup)))
-        first_days = d.user_first_days(user_days)
+        account_days = stack.enter_context(materialized(d.account_days(events, event_types, core)))
+        user_days = stack.enter_context(materialized(d.user_days(events)))
+        first_days = stack.enter_context(materialized(d.user_first_days(user_days)))
         if spine is None:
-            spine = pit.activity_candidates(event_days, grid)
+            spine = pit.activity_candidates(account_days, grid)
+        core_firsts = d.core_first_days(events, core) if core else None
         parts: list[ir.Table] = [
-            d.event_aggregates(event_days, grid, event_types, core),
+            d.event_aggregates(account_days, grid, len(event_types)),
+            d.event_breadth(events, grid, core),
             d.user_aggregates(user_days, first_days, grid),
-            pit.history_aggregates(event_days, first_days, spine, grid, core),
+            pit.history_aggregates(account_days, first_days, core_firsts, spine, grid),
         ]
-        if core:
-            parts.append(d.adoption_aggregates(rollup, grid, core))
         if tables.subscriptions is not None:
             parts.append(pit.subscription_state(tables.subscriptions, grid))
         joined = _left(spine, *parts)

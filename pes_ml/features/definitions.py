@@ -1,11 +1,21 @@
 """Windowed feature definitions as Ibis expressions: written once, compiled for DuckDB and Spark.
 
-The event log is read once and rolled up to ``account x user x event x day``
-(:func:`rollup_events`); every window of every as_of is computed from that
-rollup by an equi-join with the small ``(j, day, rel)`` grid of
-:meth:`~pes_ml.features.inputs.AsOfGrid.window_days_table`, where ``rel`` is
-the number of whole days before as_of (0 = the last 24 hours). A window of
-``n`` days is ``rel < n``: the half-open ``as_of - n days <= timestamp < as_of``.
+The event log is cut at the last as_of and given an aligned day number once
+(:func:`events_before`); every definition reads that relation. Two small
+rollups are materialised from it — events per ``account x day``
+(:func:`account_days`, with the per-type and core-event counts as columns) and
+distinct ``account x user x day`` (:func:`user_days`) — and every window of
+every as_of is computed from them by an equi-join with the small ``(j, day,
+rel)`` grid of :meth:`~pes_ml.features.inputs.AsOfGrid.window_days_table`,
+where ``rel`` is the number of whole days before as_of (0 = the last 24 hours).
+A window of ``n`` days is ``rel < n``: the half-open
+``as_of - n days <= timestamp < as_of``. The only features that need the event
+*name* inside a window (breadth, adoption) join the raw events to the 30-day
+grid directly (:func:`event_breadth`): that reads only the days of the windows.
+
+An ``account x user x event x day`` rollup would barely shrink a sparse log
+(10M events -> 8.4M rows) and cost a second hash aggregation of that size, so
+there is none.
 
 The functions return *raw* aggregates (counts, sums, distinct counts) per
 ``(account_id, j)``; ratios are taken by :mod:`pes_ml.features.finish`, once,
@@ -25,33 +35,42 @@ from pes_ml.schemas import ACCOUNT_ID, EVENT, TIMESTAMP, USER_ID, VALUE
 
 N: Final = "n"
 VALUE_SUM: Final = "value_sum"
+CORE_N: Final = "core_n"
 FIRST_DAY: Final = "first_day"
+FIRST_CORE: Final = "first_core"
 USER_KEY: Final = (ACCOUNT_ID, USER_ID)
 
 
-def rollup_events(events: ir.Table, grid: AsOfGrid) -> ir.Table:
-    """Events before the last as_of, counted per account, user, event and aligned day.
+def type_column(i: int) -> str:
+    """Name of the raw count column of the ``i``-th counted event type."""
+    return f"_type_{i}"
 
-    This is the only scan of the event log. Events at or after the last as_of
-    are dropped here, before anything else can see them.
+
+def events_before(events: ir.Table, grid: AsOfGrid) -> ir.Table:
+    """Events before the last as_of with their aligned day number: the input of every definition.
+
+    Events at or after the last as_of are dropped here, before anything else can see them.
     """
     last = grid.as_of[-1].to_pydatetime()
     kept = events.filter(events[TIMESTAMP] < ibis.literal(last, type="timestamp('UTC')"))
-    return kept.group_by(
-        [kept[ACCOUNT_ID], kept[USER_ID], kept[EVENT], day_number(kept[TIMESTAMP], grid.offset).name(DAY)]
-    ).aggregate(**{N: kept.count(), VALUE_SUM: kept[VALUE].sum()})
+    return kept.select(ACCOUNT_ID, USER_ID, EVENT, VALUE, **{DAY: day_number(kept[TIMESTAMP], grid.offset)})
 
 
-def user_days(rollup: ir.Table) -> ir.Table:
+def account_days(
+    events: ir.Table, event_types: Sequence[str], core_events: Sequence[str]
+) -> ir.Table:
+    """Events, value, core events and each counted event type per (account, day)."""
+    metrics: dict[str, ir.Value] = {N: events.count(), VALUE_SUM: events[VALUE].sum()}
+    if core_events:
+        metrics[CORE_N] = events.count(where=events[EVENT].isin(list(core_events)))
+    for i, event in enumerate(event_types):
+        metrics[type_column(i)] = events.count(where=events[EVENT] == event)
+    return events.group_by([ACCOUNT_ID, DAY]).aggregate(**metrics)
+
+
+def user_days(events: ir.Table) -> ir.Table:
     """Distinct (account, user, day) with a known user."""
-    return rollup.filter(rollup[USER_ID].notnull()).select(ACCOUNT_ID, USER_ID, DAY).distinct()
-
-
-def account_event_days(rollup: ir.Table) -> ir.Table:
-    """Events and value per (account, event, day)."""
-    return rollup.group_by([ACCOUNT_ID, EVENT, DAY]).aggregate(
-        **{N: rollup[N].sum(), VALUE_SUM: rollup[VALUE_SUM].sum()}
-    )
+    return events.filter(events[USER_ID].notnull()).select(ACCOUNT_ID, USER_ID, DAY).distinct()
 
 
 def user_first_days(days: ir.Table) -> ir.Table:
@@ -63,11 +82,18 @@ def user_first_days(days: ir.Table) -> ir.Table:
     return days.group_by(list(USER_KEY)).aggregate(**{FIRST_DAY: days[DAY].min()})
 
 
-def event_aggregates(
-    event_days: ir.Table, grid: AsOfGrid, event_types: Sequence[str], core_events: Sequence[str]
-) -> ir.Table:
-    """Account-level window counts per (account_id, j): events, values, breadth, active days, types."""
-    w = event_days.join(grid.window_days_table(), DAY)
+def core_first_days(events: ir.Table, core_events: Sequence[str]) -> ir.Table:
+    """The first day each (account, core event) was used (over all data before the last as_of)."""
+    core = events.filter(events[EVENT].isin(list(core_events)))
+    return core.group_by([ACCOUNT_ID, EVENT]).aggregate(**{FIRST_CORE: core[DAY].min()})
+
+
+def event_aggregates(days: ir.Table, grid: AsOfGrid, n_types: int) -> ir.Table:
+    """Account-level window counts per (account_id, j): events, values, active days, event types.
+
+    ``days`` is :func:`account_days`: one row per active day, so a count of rows is a count of days.
+    """
+    w = days.join(grid.window_days_table(), DAY)
     rel, n = w[REL], w[N]
     last30, prior30 = rel < 30, (rel >= 30) & (rel < 60)
     metrics: dict[str, ir.Value] = {
@@ -77,15 +103,30 @@ def event_aggregates(
         "events_prior_30d": n.sum(where=prior30),
         "value_sum_30d": w[VALUE_SUM].sum(where=last30),
         "value_sum_90d": w[VALUE_SUM].sum(),
-        "event_types_30d": w[EVENT].nunique(where=last30),
-        "active_days_30d": w[DAY].nunique(where=last30),
-        "active_days_prior_30d": w[DAY].nunique(where=prior30),
+        "active_days_30d": w.count(where=last30),
+        "active_days_prior_30d": w.count(where=prior30),
     }
-    if core_events:
-        metrics["core_events_used_30d"] = w[EVENT].nunique(where=last30 & w[EVENT].isin(list(core_events)))
-    for i, event in enumerate(event_types):
-        metrics[f"_type_{i}"] = n.sum(where=last30 & (w[EVENT] == event))
+    for i in range(n_types):
+        metrics[type_column(i)] = w[type_column(i)].sum(where=last30)
     return w.group_by([ACCOUNT_ID, J]).aggregate(**metrics)
+
+
+def event_breadth(events: ir.Table, grid: AsOfGrid, core_events: Sequence[str]) -> ir.Table:
+    """Distinct event types, core events and (user, core event) pairs of the last 30 days per (account_id, j).
+
+    Distinct counts are taken as a second grouping level (distinct rows, then
+    counts), which is cheaper than ``COUNT(DISTINCT ...)`` on both engines.
+    """
+    w = events.select(ACCOUNT_ID, USER_ID, EVENT, DAY).join(grid.window_days_table(30).select(J, DAY), DAY)
+    pairs = w.select(ACCOUNT_ID, J, EVENT, USER_ID).distinct()
+    per_event = pairs.group_by([ACCOUNT_ID, J, EVENT]).aggregate(users=pairs[USER_ID].count())
+    metrics: dict[str, ir.Value] = {"event_types_30d": per_event.count()}
+    if core_events:
+        is_core = per_event[EVENT].isin(list(core_events))
+        metrics["core_events_used_30d"] = per_event.count(where=is_core)
+        # Distinct (user, core event) pairs: the adoption numerator.
+        metrics["core_user_events_30d"] = per_event["users"].sum(where=is_core)
+    return per_event.group_by([ACCOUNT_ID, J]).aggregate(**metrics)
 
 
 def user_aggregates(days: ir.Table, first_days: ir.Table, grid: AsOfGrid) -> ir.Table:
@@ -133,23 +174,15 @@ def user_aggregates(days: ir.Table, first_days: ir.Table, grid: AsOfGrid) -> ir.
     )
 
 
-def adoption_aggregates(rollup: ir.Table, grid: AsOfGrid, core_events: Sequence[str]) -> ir.Table:
-    """Distinct (user, core event) pairs in the last 30 days per (account_id, j) — the adoption numerator."""
-    core = rollup.filter(rollup[USER_ID].notnull() & rollup[EVENT].isin(list(core_events)))
-    w = core.select(ACCOUNT_ID, USER_ID, EVENT, DAY).join(grid.window_days_table(30), DAY)
-    pairs = w.select(ACCOUNT_ID, USER_ID, EVENT, J).distinct()
-    return pairs.group_by([ACCOUNT_ID, J]).aggregate(core_user_events_30d=pairs.count())
-
-
-def vocabulary_window(rollup: ir.Table, grid: AsOfGrid) -> ir.Table:
-    """Rollup rows in the 90 days before the *earliest* as_of: the data vocabularies are chosen from."""
+def vocabulary_window(events: ir.Table, grid: AsOfGrid) -> ir.Table:
+    """Events in the 90 days before the *earliest* as_of: the data vocabularies are chosen from."""
     first = grid.days[0]
-    return rollup.filter((rollup[DAY] >= first - MAX_WINDOW_DAYS) & (rollup[DAY] < first))
+    return events.filter((events[DAY] >= first - MAX_WINDOW_DAYS) & (events[DAY] < first))
 
 
 def top_event_types_expr(window: ir.Table, n: int) -> ir.Table:
     """The ``n`` most frequent event types of ``window`` (ties by name)."""
-    counts = window.group_by(EVENT).aggregate(**{N: window[N].sum()})
+    counts = window.group_by(EVENT).aggregate(**{N: window.count()})
     return counts.order_by([ibis.desc(N), EVENT]).limit(n)
 
 

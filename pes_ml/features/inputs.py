@@ -26,6 +26,7 @@ import ibis.expr.types as ir
 import pandas as pd
 import pyarrow as pa
 
+from pes_ml.engine import epoch_seconds
 from pes_ml.errors import DataContractError
 from pes_ml.schemas import (
     ACCOUNT_ID,
@@ -231,5 +232,5 @@ def day_number(ts: ir.TimestampValue, offset: int) -> ir.IntegerValue:
     Computed from epoch seconds with a floor, so an instant 1 µs before as_of lands
     on the day before as_of on every engine.
     """
-    return ((ts.epoch_seconds() - offset) // SECONDS_PER_DAY).cast("int64")
+    return ((epoch_seconds(ts) - offset) // SECONDS_PER_DAY).cast("int64")
 

@@ -22,12 +22,10 @@ per (account, bucket), and accumulated with a running window over the buckets.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import ibis
 import ibis.expr.types as ir
 
-from pes_ml.features.definitions import FIRST_DAY
+from pes_ml.features.definitions import CORE_N, FIRST_CORE, FIRST_DAY
 from pes_ml.features.inputs import AS_OF_90D, DAY, AsOfGrid, J
 from pes_ml.schemas import (
     ACCOUNT_ID,
@@ -37,7 +35,6 @@ from pes_ml.schemas import (
     CREATED_AT,
     DISCOUNT,
     END,
-    EVENT,
     MRR,
     PLAN,
     SEATS,
@@ -116,21 +113,35 @@ def _bucket(day: ir.IntegerValue, grid: AsOfGrid) -> ir.IntegerValue:
 
 
 def history_aggregates(
-    event_days: ir.Table,
+    account_days: ir.Table,
     first_days: ir.Table,
+    core_firsts: ir.Table | None,
     spine: ir.Table,
     grid: AsOfGrid,
-    core_events: Sequence[str],
 ) -> ir.Table:
     """Running "ever" aggregates per (account_id, j) of the spine.
 
-    Columns: last_day, last_core_day, last_new_user_day (day numbers, NULL when
-    none before as_of), core_events_ever (distinct core events used before as_of),
-    first_day and first_core_day (NULL when none before as_of).
+    Parameters
+    ----------
+    account_days
+        :func:`~pes_ml.features.definitions.account_days` (with ``core_n`` when core events are known).
+    first_days
+        :func:`~pes_ml.features.definitions.user_first_days`.
+    core_firsts
+        :func:`~pes_ml.features.definitions.core_first_days`, or None without core events.
+    spine
+        (account_id, j) of the snapshot population.
+    grid
+        The as_of grid.
+
+    Returns
+    -------
+    ibis.expr.types.Table
+        last_day, last_core_day, last_new_user_day (day numbers, NULL when none
+        before as_of), core_events_ever (distinct core events used before as_of),
+        first_event_day and first_core_day (NULL when none before as_of).
     """
-    core = list(core_events)
-    is_core = event_days[EVENT].isin(core) if core else ibis.literal(False)
-    per_bucket = event_days.mutate(**{BUCKET: _bucket(event_days[DAY], grid)})
+    per_bucket = account_days.mutate(**{BUCKET: _bucket(account_days[DAY], grid)})
     null_int = ibis.null("int64")
 
     def shaped(table: ir.Table, **values: ir.Value) -> ir.Table:
@@ -143,7 +154,11 @@ def history_aggregates(
             **{J: null_int, _SPINE_FLAG: ibis.literal(0, type="int64")},
         )
 
-    activity = per_bucket.mutate(core_day=ibis.ifelse(is_core, per_bucket[DAY], null_int))
+    if CORE_N in per_bucket.columns:
+        core_day = ibis.ifelse(per_bucket[CORE_N] > 0, per_bucket[DAY], null_int)
+    else:
+        core_day = null_int
+    activity = per_bucket.mutate(core_day=core_day)
     activity = activity.group_by([ACCOUNT_ID, BUCKET]).aggregate(
         last_day=activity[DAY].max(),
         last_core_day=activity["core_day"].max(),
@@ -155,11 +170,8 @@ def history_aggregates(
     users = first_days.mutate(**{BUCKET: _bucket(first_days[FIRST_DAY], grid)})
     users = users.group_by([ACCOUNT_ID, BUCKET]).aggregate(last_new_user_day=users[FIRST_DAY].max())
     parts.append(shaped(users, last_new_user_day=users["last_new_user_day"]))
-    if core:
-        firsts = event_days.filter(is_core).group_by([ACCOUNT_ID, EVENT]).aggregate(
-            first_core=event_days[DAY].min()
-        )
-        firsts = firsts.mutate(**{BUCKET: _bucket(firsts["first_core"], grid)})
+    if core_firsts is not None:
+        firsts = core_firsts.mutate(**{BUCKET: _bucket(core_firsts[FIRST_CORE], grid)})
         firsts = firsts.group_by([ACCOUNT_ID, BUCKET]).aggregate(core_first=firsts.count())
         parts.append(shaped(firsts, core_first=firsts["core_first"]))
     spine_rows = spine.select(

@@ -22,12 +22,14 @@ import duckdb
 
 from pes_ml.config import PesConfig, SourceConfig
 from pes_ml.engine import connect_duckdb
+from pes_ml.errors import DataContractError
 from pes_ml.ingest.mapping import MappedSource, map_source
 from pes_ml.ingest.quarantine import copy_parquet, publish, remove_stale
 from pes_ml.ingest.readers import ident, reading, sql_string
 from pes_ml.ingest.reconcile import ReasonCount, Reconciliation, TableCount
 from pes_ml.ingest.validate import (
     DUPLICATE,
+    NO_SUBSCRIPTION,
     OVERLAPPING_SUBSCRIPTION,
     UNKNOWN_ACCOUNT,
     checks_for,
@@ -38,7 +40,7 @@ from pes_ml.ingest.validate import (
     unknown_accounts_sql,
 )
 from pes_ml.progress import NoProgress, Progress
-from pes_ml.schemas import REASON, TABLES
+from pes_ml.schemas import END, REASON, SOURCE_ROW, START, TABLES, TIMESTAMP
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +99,10 @@ def ingest(config: PesConfig, progress: Progress | None = None) -> Reconciliatio
     Raises
     ------
     DataContractError
-        A required column is missing, or a file is missing, empty, truncated or not
-        in the declared format. Nothing is written in that case.
+        A required column is missing; a file is missing, empty, truncated or not in the
+        declared format; or a table has no row, or no valid row (the message gives the
+        reasons and the first rejected row). Nothing is written in that case: the
+        previous clean tables, quarantine and reconciliation stay as they were.
     ConfigError
         A date setting (``min_timestamp``, ``filter_before``) is not an ISO date.
 
@@ -129,14 +133,19 @@ def ingest(config: PesConfig, progress: Progress | None = None) -> Reconciliatio
         progress.start("Validating and writing clean tables", total=len(configured))
         for table, source in configured:
             count, table_reasons, files = _load_table(con, mapped[table], source, config, now, staging)
+            _require_rows(con, mapped[table], count, table_reasons, files[1])
             counts.append(count)
             reasons.extend(table_reasons)
             outputs[clean[table]] = files[0]
             outputs[quarantine[table]] = files[1]
             progress.advance()
         reasons.extend(_flags(con, {t: outputs[clean[t]] for t, _ in configured}))
-    finally:
+    except BaseException:
+        # Nothing was published: drop the half-done staging folder, keep the previous outputs.
         con.close()
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    con.close()
     recon = Reconciliation(tables=counts, reasons=reasons, created_at=now.isoformat())
     publish(outputs)
     remove_stale([p for t in TABLES if t not in mapped for p in (clean[t], quarantine[t])])
@@ -202,6 +211,79 @@ def _load_table(
     return count, reasons, (clean_tmp, quarantine_tmp)
 
 
+def _require_rows(
+    con: duckdb.DuckDBPyConnection,
+    mapped: MappedSource,
+    count: TableCount,
+    reasons: list[ReasonCount],
+    quarantine: Path,
+) -> None:
+    """Stop the load when a configured table has no row, or no valid row.
+
+    An empty table, or one where every row failed, is a broken export or a wrong
+    mapping (a changed timestamp format), not dirty data: continuing would score
+    nobody, silently.
+    """
+    key, path = mapped.config_key, mapped.source.spec.path
+    if count.read == 0:
+        raise DataContractError(
+            f"Input {path!r} ({key}) holds no rows (a header only, or files without data). "
+            f"Re-export it with its rows, or remove {key} from the config."
+        )
+    if count.loaded > 0:
+        return
+    listed = ", ".join(f"{r.reason} ({r.rows:,})" for r in reasons if r.action == "quarantined")
+    first = con.execute(f"SELECT * FROM read_parquet({sql_string(str(quarantine))}) LIMIT 1").fetchone()
+    names = [d[0] for d in con.description or ()]
+    example = ""
+    if first is not None:
+        values = dict(zip(names, first, strict=True))
+        shown = ", ".join(
+            f"{n}={'empty' if v is None else repr(str(v)[:40])}"
+            for n, v in values.items()
+            if n not in (REASON, SOURCE_ROW)
+        )
+        example = f" First rejected row (source row {values.get(SOURCE_ROW)}): {shown}."
+    raise DataContractError(
+        f"None of the {count.read:,} rows of {path!r} ({key}) passed validation: {listed}.{example} "
+        f"{_all_rejected_hint(con, mapped, quarantine, reasons)}"
+    )
+
+
+def _all_rejected_hint(
+    con: duckdb.DuckDBPyConnection, mapped: MappedSource, quarantine: Path, reasons: list[ReasonCount]
+) -> str:
+    key = mapped.config_key
+    top = max((r for r in reasons if r.action == "quarantined"), key=lambda r: r.rows, default=None)
+    top_reason = top.reason if top is not None else ""
+    name = next((n for n in (TIMESTAMP, START, END) if top_reason == f"unparseable {n}"), None)
+    column = mapped.columns[name].source_column if name is not None and name in mapped.columns else None
+    if name is None or column is None:
+        return (
+            f"Check the column mapping ({key}.columns) against the file, fix the rows, then rerun; "
+            "reasons are listed in pes_ml.ingest.validate."
+        )
+    samples = [
+        str(r[0])
+        for r in con.execute(
+            f"SELECT {ident(column)} FROM read_parquet({sql_string(str(quarantine))}) "
+            f"WHERE {ident(REASON)} = {sql_string(f'unparseable {name}')} LIMIT 5"
+        ).fetchall()
+    ]
+    if samples and all(s.strip().lstrip("-").replace(".", "", 1).isdigit() for s in samples):
+        digits = len(samples[0].strip().lstrip("-").split(".")[0])
+        unit = "epoch_ms" if digits >= 12 else "epoch_s"
+        return (
+            f"Its {name} values ({', '.join(samples[:3])}) look like numbers since 1970: set "
+            f"`{key}.timestamp_format: {unit}` ({'milliseconds' if unit == 'epoch_ms' else 'seconds'})."
+        )
+    return (
+        f"Its {name} values ({', '.join(repr(s[:40]) for s in samples[:3])}) are not ISO 8601 "
+        f"(2024-12-31 or 2024-12-31T23:59:59+00:00): set `{key}.timestamp_format` to their strptime "
+        "format, e.g. '%d-%m-%Y' for 31-12-2024 or '%m/%d/%Y %H:%M' for 12/31/2024 23:59."
+    )
+
+
 def _flags(con: duckdb.DuckDBPyConnection, clean: dict[str, Path]) -> list[ReasonCount]:
     """Counts of loaded rows that look suspicious but are kept (see :mod:`pes_ml.ingest.validate`)."""
     flags: list[ReasonCount] = []
@@ -211,6 +293,12 @@ def _flags(con: duckdb.DuckDBPyConnection, clean: dict[str, Path]) -> list[Reaso
         overlapping = int(row[0]) if row else 0
         if overlapping:
             flags.append(ReasonCount("subscriptions", OVERLAPPING_SUBSCRIPTION, overlapping, "flagged"))
+    if "subscriptions" in rel and "events" in rel:
+        row = con.execute(unknown_accounts_sql(rel["events"], rel["subscriptions"])).fetchone()
+        rows, accounts = (int(row[0]), int(row[1])) if row else (0, 0)
+        if rows:
+            logger.warning("events: %d rows of %d accounts that have no subscription", rows, accounts)
+            flags.append(ReasonCount("events", NO_SUBSCRIPTION, rows, "flagged"))
     if "accounts" in rel:
         for table in ("subscriptions", "events"):
             if table not in rel:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from pes_ml.config import SourceConfig
+from pes_ml.config import EPOCH_FORMATS, SourceConfig
 from pes_ml.errors import DataContractError
 from pes_ml.ingest.readers import ReaderSpec, SourceView, ident, open_source, sql_string
 from pes_ml.schemas import ACCOUNT_ID, COLUMN_TYPES, EVENT, REQUIRED_COLUMNS, TIMESTAMP
@@ -34,6 +34,13 @@ _NUMERIC_TYPES = (
 )  # fmt: skip
 _NAIVE_TEMPORAL = ("TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE")
 _AWARE_TEMPORAL = ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ")
+_FLOAT_TYPES = ("FLOAT", "DOUBLE", "DECIMAL")
+# Text that means "no value" in exports (pandas, R, Excel, SQL dumps). In number columns
+# 'NaN' stays a value, quarantined as non-numeric, as the contract says.
+_NULL_TOKENS = ("null", "none", "n/a", "nan")
+_NUMBER_NULL_TOKENS = ("null", "none", "n/a")
+# Epoch numbers outside years 1..9999 cannot be timestamps: NULL (unparseable) rather than an error.
+_EPOCH_SECONDS_RANGE = (-62135596800, 253402300799)
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,21 @@ def _text(expr: str, duck_type: str) -> str:
     return f"NULLIF(trim(CAST({expr} AS VARCHAR)), '')"
 
 
+def _null_tokens(text: str, tokens: tuple[str, ...]) -> str:
+    listed = ", ".join(sql_string(t) for t in tokens)
+    return f"(CASE WHEN lower({text}) IN ({listed}) THEN NULL ELSE {text} END)"
+
+
+def _epoch(number: str, unit: str) -> str:
+    """TIMESTAMPTZ from seconds or milliseconds since 1970 (NULL when not finite or out of range)."""
+    scale = 1000 if unit == "epoch_ms" else 1
+    low, high = (bound * scale for bound in _EPOCH_SECONDS_RANGE)
+    return (
+        f"(CASE WHEN isfinite({number}) AND {number} BETWEEN {low} AND {high} "
+        f"THEN to_timestamp({number} / {scale}) END)"
+    )
+
+
 def _value_map(text: str, mapping: dict[str, str | float | int | bool]) -> str:
     cases = " ".join(f"WHEN {sql_string(str(k))} THEN {sql_string(str(v))}" for k, v in mapping.items())
     return f"(CASE {text} {cases} ELSE {text} END)"
@@ -118,13 +140,27 @@ def _typed_column(
         return f"CAST(CAST({expr} AS TIMESTAMP) AS TIMESTAMPTZ)", f"({expr} IS NOT NULL)"
     if native and target == "BOOLEAN" and source_type == "BOOLEAN":
         return expr, f"({expr} IS NOT NULL)"
+    epoch = source.timestamp_format if source.timestamp_format in EPOCH_FORMATS else None
+    if native and target == "TIMESTAMPTZ" and epoch and source_type.startswith(_NUMERIC_TYPES):
+        return _epoch(f"CAST({expr} AS DOUBLE)", epoch), f"({expr} IS NOT NULL)"
+    if native and target == "VARCHAR" and source_type.startswith(_FLOAT_TYPES):
+        # Integer ids stored as floats (pandas turns an int column with nulls into float64) must
+        # read "17", not "17.0", or they would not match the same id written as an integer elsewhere.
+        expr = (
+            f"(CASE WHEN {expr} = trunc({expr}) AND abs({expr}) < 9007199254740992 "
+            f"THEN CAST(CAST({expr} AS BIGINT) AS VARCHAR) ELSE CAST({expr} AS VARCHAR) END)"
+        )
+        source_type = "VARCHAR"
     text = _text(expr, source_type)
+    text = _null_tokens(text, _NUMBER_NULL_TOKENS if target in ("DOUBLE", "BOOLEAN") else _NULL_TOKENS)
     if mapping is not None:
         text = _value_map(text, mapping)
     present = f"({text} IS NOT NULL)"
     if target == "VARCHAR":
         return text, present
     if target == "TIMESTAMPTZ":
+        if epoch:
+            return _epoch(f"TRY_CAST({text} AS DOUBLE)", epoch), present
         if source.timestamp_format:
             return (
                 f"CAST(try_strptime({text}, {sql_string(source.timestamp_format)}) AS TIMESTAMPTZ)",
@@ -174,6 +210,42 @@ def _unique_key_check(
             f"{label} must have one row per {key!r} ({config_key}), but some keys repeat: {examples}. "
             "A join on a repeated key would multiply source rows. "
             "De-duplicate the file or choose a unique key."
+        )
+
+
+def _delimiter_hint(view: SourceView, found: list[str]) -> str:
+    """When a CSV reads as one column whose name holds a separator, the delimiter is wrong."""
+    if view.format != "csv" or len(found) != 1:
+        return ""
+    for delimiter, label in ((";", ";"), ("\t", "tab"), ("|", "|"), (",", ",")):
+        if delimiter in found[0]:
+            return (
+                f"The whole header was read as one column, and it contains {label!r}: the file is "
+                f"{label!r}-separated but was read with another delimiter. Set "
+                f"`{view.spec.config_key}.delimiter: {label!r}` (or remove `delimiter` to let pes-ml "
+                "detect it)."
+            )
+    return ""
+
+
+def _check_every_file_has(con: duckdb.DuckDBPyConnection, view: SourceView, column: str, key: str) -> None:
+    """Parquet files of one folder/glob are read together by column name: each must hold ``column``."""
+    if view.format != "parquet" or len(view.files) < 2:
+        return
+    rows = con.execute(
+        "SELECT file_name, list(name) FROM parquet_schema(["
+        + ", ".join(sql_string(f) for f in view.files)
+        + "]) GROUP BY file_name"
+    ).fetchall()
+    odd = sorted(str(file) for file, names in rows if column not in names)
+    if odd:
+        columns = next(names for file, names in rows if str(file) == odd[0])
+        raise DataContractError(
+            f"Parquet file {odd[0]!r} in {view.spec.path!r} has no column {column!r} ({key}), "
+            "which the other "
+            f"files have{f' (and {len(odd) - 1} more files like it)' if len(odd) > 1 else ''}. "
+            f"Its columns: {', '.join(str(c) for c in columns[1:])}. Files of one source are combined "
+            "by column name: move that file out of the folder/glob, or re-export it with the same columns."
         )
 
 
@@ -268,18 +340,31 @@ def map_source(
         src_col = mapped if mapped is not None else (name if name in available else None)
         if src_col is None:
             if name in REQUIRED_COLUMNS[table]:
+                delimiter_hint = _delimiter_hint(main, found)
                 raise DataContractError(
                     f"Required column {name!r} of {table} is missing from {source.path!r}. "
-                    f"Columns found: {', '.join(found)}. Set `{config_key}.columns.{name}` to the name of "
-                    f"your {name} column{_suggest(name, found) or '.'}"
+                    f"Columns found: {', '.join(found)}. "
                     + (
-                        f" Or give a fixed value with `{config_key}.constants.{name}`."
-                        if name == EVENT
-                        else ""
+                        delimiter_hint
+                        or f"Set `{config_key}.columns.{name}` to the name of "
+                        f"your {name} column{_suggest(name, found) or '.'}"
+                        + (
+                            f" Or give a fixed value with `{config_key}.constants.{name}`."
+                            if name == EVENT
+                            else ""
+                        )
                     )
                 )
             columns[name] = Column(name, target, f"CAST(NULL AS {target})", None)
             continue
+        if src_col in main.duplicate_columns:
+            raise DataContractError(
+                f"The header of {source.path!r} ({config_key}) names column {src_col!r} more than once, "
+                f"so it is ambiguous which one holds {table}.{name}. Rename the repeated column in the "
+                "export (or drop one), then rerun."
+            )
+        if name in REQUIRED_COLUMNS[table] and src_col in main.columns:
+            _check_every_file_has(con, main, src_col, f"{config_key}.columns.{name}")
         used.add(src_col)
         expr, source_type = available[src_col]
         if name == EVENT and source.event_lookup is not None:

@@ -350,16 +350,18 @@ def _duplicate_header_names(
     con: duckdb.DuckDBPyConnection, spec: ReaderSpec, fmt: str, files: list[str], columns: dict[str, str]
 ) -> tuple[str, ...]:
     """Names that a CSV header repeats (DuckDB renames the second ``x`` to ``x_1``)."""
-    renamed = [c for c in columns if "_" in c and c.rsplit("_", 1)[1].isdigit() and c.rsplit("_", 1)[0] in columns]
+    renamed = [c for c in columns if c.rpartition("_")[2].isdigit() and c.rpartition("_")[0] in columns]
     if fmt != "csv" or not spec.header or not renamed or spec.delimiter in _WHITESPACE_ALIASES:
         return ()
     options = ["all_varchar=true", "header=false"]
     if spec.delimiter is not None:
-        options.append(f"delim={sql_string(chr(9) if spec.delimiter in ('\\t', 'tab') else spec.delimiter)}")
+        delimiter = "\t" if spec.delimiter in ("\\t", "tab") else spec.delimiter
+        options.append(f"delim={sql_string(delimiter)}")
     duplicates: set[str] = set()
     for file in files[:20]:
+        query = f"SELECT * FROM read_csv({sql_string(file)}, {', '.join(options)}) LIMIT 1"
         with reading(spec, fmt):
-            row = con.execute(f"SELECT * FROM read_csv({sql_string(file)}, {', '.join(options)}) LIMIT 1").fetchone()
+            row = con.execute(query).fetchone()
         names = [str(v).strip() for v in (row or ()) if v is not None]
         duplicates.update(n for n in names if names.count(n) > 1)
     return tuple(sorted(duplicates))

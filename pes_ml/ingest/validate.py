@@ -7,13 +7,14 @@ events
     2. ``missing account_id``
     3. ``missing event``
     4. ``unknown event code`` (when ``event_lookup`` is configured)
-    5. ``missing timestamp``
-    6. ``unparseable timestamp``
-    7. ``timestamp before min_timestamp`` (``validation.min_timestamp``)
-    8. ``after filter_before`` (at or after ``filter_before``: past the end of the data)
-    9. ``timestamp in the far future`` (after now + ``validation.max_future_days``)
-    10. ``non-numeric value`` (text, NaN or infinite)
-    11. ``negative value`` (unless ``validation.allow_negative_values``)
+    5. ``event longer than 1024 characters`` (a blob in the event column, not an event name)
+    6. ``missing timestamp``
+    7. ``unparseable timestamp``
+    8. ``timestamp before min_timestamp`` (``validation.min_timestamp``)
+    9. ``after filter_before`` (at or after ``filter_before``: past the end of the data)
+    10. ``timestamp in the far future`` (after now + ``validation.max_future_days``)
+    11. ``non-numeric value`` (text, NaN or infinite)
+    12. ``negative value`` (unless ``validation.allow_negative_values``)
 subscriptions
     join key not found, missing account_id, missing start, unparseable start,
     unparseable end, start before min_timestamp, after filter_before (on start),
@@ -27,7 +28,11 @@ accounts
 Every quarantined row keeps all its original columns as text plus ``reason`` and
 ``source_row``. Exact duplicates of a valid row are not quarantined but
 deduplicated (and counted). Flags are counted on the loaded rows and kept:
-``overlapping subscription`` and ``account_id not in accounts``.
+``overlapping subscription``, ``account_id not in accounts`` and, for events,
+``account_id has no subscription``.
+
+"Missing" covers empty text and the export spellings of null (``NULL``, ``None``,
+``N/A``, and ``NaN`` outside number columns), see :mod:`pes_ml.ingest.mapping`.
 """
 
 from __future__ import annotations
@@ -66,6 +71,9 @@ END_BEFORE_START = "end before start"
 UNKNOWN_EVENT_CODE = "unknown event code"
 OVERLAPPING_SUBSCRIPTION = "overlapping subscription"
 UNKNOWN_ACCOUNT = "account_id not in accounts"
+NO_SUBSCRIPTION = "account_id has no subscription"
+MAX_EVENT_LENGTH = 1024
+EVENT_TOO_LONG = f"event longer than {MAX_EVENT_LENGTH} characters"
 
 _NON_NEGATIVE = {
     "events": (),
@@ -162,6 +170,7 @@ def checks_for(mapped: MappedSource, source: SourceConfig, config: PesConfig, no
             # A code the lookup lacks, and a known code whose name is empty, are told apart.
             checks.append(Check(UNKNOWN_EVENT_CODE, "__lookup_miss"))
             checks.append(Check(f"missing {EVENT}", f"{_t(EVENT)} IS NULL"))
+        checks.append(Check(EVENT_TOO_LONG, f"length({_t(EVENT)}) > {MAX_EVENT_LENGTH}"))
         missing(TIMESTAMP)
         unparseable(TIMESTAMP)
         checks.append(Check(f"{TIMESTAMP} {BEFORE_MIN}", f"{_t(TIMESTAMP)} < {_ts(min_ts)}"))
@@ -284,7 +293,11 @@ def overlap_sql(clean: str) -> str:
 
 
 def unknown_accounts_sql(clean: str, accounts: str) -> str:
-    """Count rows (and distinct accounts) of a clean table whose account is not in the accounts table."""
+    """Count rows (and distinct accounts) of a clean table whose account is not in ``accounts``.
+
+    ``accounts`` is any clean table with an ``account_id`` column (accounts, or subscriptions
+    for events of accounts that never subscribed).
+    """
     return (
         f"SELECT count(*), count(DISTINCT {ident(ACCOUNT_ID)}) FROM {clean} "
         f"WHERE {ident(ACCOUNT_ID)} NOT IN (SELECT {ident(ACCOUNT_ID)} FROM {accounts})"

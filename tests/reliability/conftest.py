@@ -1,6 +1,6 @@
 """A trained and promoted project shared by the reliability tests, and helpers to run the CLI.
 
-``trained_project`` (session-scoped) simulates a small SaaS (500 accounts x 540 days),
+``trained_project`` (session-scoped) simulates a small SaaS (300 accounts x 540 days),
 ingests it, trains the churn/expansion models into a tmp SQLite MLflow store, promotes
 the version to ``@champion`` (with ``force``: the promotion gate has its own tests) and
 writes the config as YAML, so tests can run ``pes-ml`` as a batch scheduler would.
@@ -9,6 +9,7 @@ Each test then copies what it changes (its own run store) and shares the rest.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -22,12 +23,14 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-PES_ML = [sys.executable, "-m", "pes_ml.cli"]
+PES_ML = [str(Path(sys.executable).with_name("pes-ml"))]
 AS_OF = "2025-05-01"
 OTHER_AS_OF = "2025-06-01"
 
 
-def project_config(tmp: Path, sim: Path, *, tracking_uri: str | None = None, **overrides: Any) -> dict[str, Any]:
+def project_config(
+    tmp: Path, sim: Path, *, tracking_uri: str | None = None, **overrides: Any
+) -> dict[str, Any]:
     """The raw config of a project over the simulated data in ``sim``."""
     raw: dict[str, Any] = {
         "work_dir": str(tmp / "work"),
@@ -71,19 +74,21 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def pes_ml(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def pes_ml(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """Run ``pes-ml`` to completion, as a scheduler would."""
     return subprocess.run(
         [*PES_ML, *args], env=env or cli_env(), capture_output=True, text=True, timeout=timeout, cwd=ROOT
     )
 
 
-def start_pes_ml(*args: str, stderr: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start ``pes-ml`` in the background; its stderr goes to a file the test can poll."""
-    with open(stderr, "wb") as err:
-        return subprocess.Popen(
-            [*PES_ML, *args], env=env or cli_env(), stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT
-        )
+def start_pes_ml(
+    *args: str, stderr: Path, stdout: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``pes-ml`` in the background; its stderr (and stdout) go to files the test can poll."""
+    with open(stderr, "wb") as err, open(stdout or os.devnull, "wb") as out:
+        return subprocess.Popen([*PES_ML, *args], env=env or cli_env(), stdout=out, stderr=err, cwd=ROOT)
 
 
 def wait_for_text(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
@@ -93,9 +98,8 @@ def wait_for_text(path: Path, text: str, proc: subprocess.Popen[bytes], timeout:
         if path.exists() and text in path.read_text(encoding="utf-8", errors="replace"):
             return
         if proc.poll() is not None:
-            raise AssertionError(
-                f"pes-ml exited ({proc.returncode}) before {text!r}:\n{path.read_text(errors='replace')[-3000:]}"
-            )
+            tail = path.read_text(errors="replace")[-3000:]
+            raise AssertionError(f"pes-ml exited ({proc.returncode}) before {text!r}:\n{tail}")
         time.sleep(0.05)
     proc.kill()
     proc.wait()
@@ -110,14 +114,15 @@ class Project:
     sim: Path
     raw: dict[str, Any]
 
-    def config_for(self, tmp: Path, **overrides: Any) -> Path:
-        """A config file sharing this project's data and registry, with its own run store in ``tmp``."""
-        raw = {**self.raw, **{k: v for k, v in overrides.items() if not isinstance(v, dict)}}
-        for key, value in overrides.items():
-            if isinstance(value, dict):
-                raw[key] = {**self.raw.get(key, {}), **value}
-        raw.setdefault("store", {})
-        raw["store"] = {**raw["store"], "path": str(overrides.get("store", {}).get("path", tmp / "runs"))}
+    def config_for(self, tmp: Path, *, store_path: Path | None = None, **sections: dict[str, Any]) -> Path:
+        """A config file sharing this project's data and registry, with its own run store.
+
+        ``sections`` update config sections, e.g. ``store={"lock_timeout_seconds": 60}``.
+        """
+        raw = copy.deepcopy(self.raw)
+        for key, value in sections.items():
+            raw[key] = {**raw.get(key, {}), **value}
+        raw["store"] = {**raw.get("store", {}), "path": str(store_path or tmp / "runs")}
         return write_config(tmp / "pes.yaml", raw)
 
 
@@ -132,7 +137,7 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 
     root = tmp_path_factory.mktemp("reliability")
     sim = root / "sim"
-    simulate_saas(SimulationConfig(n_accounts=500, days=540, start="2024-01-01", seed=11), sim)
+    simulate_saas(SimulationConfig(n_accounts=300, days=540, start="2024-01-01", seed=11), sim)
     raw = project_config(root, sim)
     config = PesConfig.model_validate(raw)
     ingest(config)
