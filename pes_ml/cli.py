@@ -344,9 +344,12 @@ def train(
     """
     from pes_ml.config import load_config
     from pes_ml.evaluate import comparison_table
+    from pes_ml.tracking import check_reachable
     from pes_ml.training import run_training
 
     cfg = _with_tracking_uri(_run(lambda: load_config(config)), tracking_uri)
+    # A server that is down fails now, not after the whole training.
+    _run(lambda: check_reachable(cfg.tracking.tracking_uri))
     with _progress() as progress:
         outcome = _run(lambda: run_training(cfg, progress, run_name=run_name))
     for name, report in outcome.result.reports.items():

@@ -55,7 +55,7 @@ CLASSIC_PES_COLUMNS = (
     "classic_pes",
 )
 ACCOUNT_ATTRIBUTES = (S.NAME, S.SEGMENT, S.PLAN)
-SCORE_MODELS = ("churn", "expansion")
+SCORE_MODELS: tuple[explain.Model, ...] = ("churn", "expansion")
 
 FAULT_STAGES = (
     "locked",

@@ -35,7 +35,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import numpy as np
 import pandas as pd
@@ -164,6 +164,7 @@ def score_features_spark_frames(
     model_version: str,
     run_id: str,
     top_reasons: int = 3,
+    names: pd.Series | None = None,
     partitions: int | None = None,
 ) -> tuple[SparkDataFrame, dict[str, Any], dict[str, Any]]:
     """The scoring job as one lazy Spark DataFrame of score and long SHAP rows.
@@ -176,29 +177,30 @@ def score_features_spark_frames(
     """
     from pes_ml.score import score_features
 
-    options = {
+    options: dict[str, Any] = {
         "model_name": model_name,
         "model_version": model_version,
         "run_id": run_id,
         "top_reasons": top_reasons,
     }
     # The output columns are whatever the one scoring definition returns: ask it on two rows.
-    sample_scores, sample_reasons = score_features(features.head(2), model, **options)
+    sample_scores, sample_reasons = score_features(features.head(2), model, names=names, **options)
     score_dtypes = sample_scores.dtypes.to_dict()
     reason_dtypes = sample_reasons.dtypes.to_dict()
     output_dtypes = {**score_dtypes, **{k: v for k, v in reason_dtypes.items() if k not in score_dtypes}}
     output_schema = _spark_schema({**output_dtypes, KIND: np.dtype(object)})
 
     feature_dtypes = features.dtypes.to_dict()
-    payload = spark.sparkContext.broadcast((model.to_json(), feature_dtypes))
+    payload = spark.sparkContext.broadcast((model.to_json(), feature_dtypes, names))
 
     def score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        model_json, dtypes = payload.value
+        model_json, dtypes, account_names = payload.value
         pes_model = _model(model_json)
         for batch in batches:
             if batch.empty:
                 continue
-            scores, reasons = score_features(_restore(batch, dtypes), pes_model, **options)
+            features = _restore(batch, dtypes)
+            scores, reasons = score_features(features, pes_model, names=account_names, **options)
             yield _conform(scores.assign(**{KIND: SCORE_KIND}), output_schema)
             yield _conform(reasons.assign(**{KIND: REASON_KIND}), output_schema)
 
@@ -207,7 +209,7 @@ def score_features_spark_frames(
         n_partitions
     )
     logger.info("Scoring %d accounts on Spark in %d partitions", len(features), n_partitions)
-    return frame.mapInPandas(score_batches, schema=output_schema), score_dtypes, reason_dtypes
+    return frame.mapInPandas(cast(Any, score_batches), schema=output_schema), score_dtypes, reason_dtypes
 
 
 def _ordered(
@@ -236,6 +238,7 @@ def score_features_spark(
     model_version: str,
     run_id: str,
     top_reasons: int = 3,
+    names: pd.Series | None = None,
     spark: SparkSession | None = None,
     master: str = "local[*]",
     partitions: int | None = None,
@@ -253,8 +256,8 @@ def score_features_spark(
         The FeatureFrame at one as_of (one row per account).
     model
         The registered model.
-    model_name, model_version, run_id, top_reasons
-        As for :func:`pes_ml.score.score_features`.
+    model_name, model_version, run_id, top_reasons, names
+        As for :func:`pes_ml.score.score_features` (``names`` is broadcast to the tasks).
     spark
         The Spark session; default: :func:`pes_ml.engine.spark_session` on ``master``.
     master
@@ -285,6 +288,7 @@ def score_features_spark(
         model_version=model_version,
         run_id=run_id,
         top_reasons=top_reasons,
+        names=names,
         partitions=partitions,
     )
     table = result.toArrow()

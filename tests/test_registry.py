@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from synthetic_snapshots import FEATURES, make_config, make_snapshots
 
-from pes_ml.config import DatasetConfig
+from pes_ml.config import DatasetConfig, load_config
 from pes_ml.dataset import split_by_time
 from pes_ml.errors import ModelNotFoundError, PromotionRejected
 from pes_ml.registry import (
@@ -20,7 +20,7 @@ from pes_ml.registry import (
     promote,
     register,
 )
-from pes_ml.tracking import log_training_run
+from pes_ml.tracking import configure_tracking, log_training_run
 from pes_ml.train import train_models
 
 pytestmark = pytest.mark.slow
@@ -107,7 +107,7 @@ def test_promote_without_challenger_raises_model_not_found(config):
         promote(config)
 
 
-def test_cli_train_promote_models_end_to_end_on_simulated_data(tmp_path, seed):
+def test_cli_train_promote_models_end_to_end_on_simulated_data(tmp_path, seed, monkeypatch):
     from typer.testing import CliRunner
 
     from pes_ml.cli import app
@@ -132,17 +132,20 @@ tracking:
   log_plots: true
 """
     )
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, which the CLI honours: earlier tests'
+    # stores must not leak into this one
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     runner = CliRunner()
     trained = runner.invoke(app, ["train", "--config", str(config_path)])
     assert trained.exit_code == 0, trained.output
-    assert "registered pes v1 as @challenger" in trained.output
+    assert "registered pes v1 as @challenger" in trained.output, trained.output[-600:]
     promoted = runner.invoke(app, ["promote", "--config", str(config_path), "--force"])
     assert promoted.exit_code == 0, promoted.output
     listed = runner.invoke(app, ["models", "--config", str(config_path)])
     assert listed.exit_code == 0
     assert "champion" in listed.output
     # the champion scores a real FeatureFrame with reasons from the catalog
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    configure_tracking(load_config(config_path).tracking)
     loaded = mlflow.pyfunc.load_model("models:/pes@champion")
     snapshots = pd.read_parquet(
         mlflow.artifacts.download_artifacts(

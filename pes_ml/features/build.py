@@ -98,12 +98,11 @@ def _grid_features(
         first_days = stack.enter_context(materialized(d.user_first_days(user_days)))
         if spine is None:
             spine = pit.activity_candidates(account_days, grid)
-        core_firsts = d.core_first_days(events, core) if core else None
         parts: list[ir.Table] = [
             d.event_aggregates(account_days, grid, len(event_types)),
             d.event_breadth(events, grid, core),
             d.user_aggregates(user_days, first_days, grid),
-            pit.history_aggregates(account_days, first_days, core_firsts, spine, grid),
+            *pit.history_aggregates(account_days, first_days, len(core), grid),
         ]
         if tables.subscriptions is not None:
             parts.append(pit.subscription_state(tables.subscriptions, grid))

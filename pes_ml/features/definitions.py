@@ -25,25 +25,44 @@ for both engines.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Final
 
 import ibis
 import ibis.expr.types as ir
 
-from pes_ml.features.inputs import DAY, MAX_WINDOW_DAYS, REL, A, AsOfGrid, J, day_number
+from pes_ml.features.inputs import (
+    DAY,
+    IN_7D,
+    IN_28D,
+    IN_30D,
+    MAX_WINDOW_DAYS,
+    PRIOR_30D,
+    SECONDS_PER_DAY,
+    WEEKS,
+    A,
+    AsOfGrid,
+    J,
+    day_number,
+    week_column,
+)
 from pes_ml.schemas import ACCOUNT_ID, EVENT, TIMESTAMP, USER_ID, VALUE
 
 N: Final = "n"
 VALUE_SUM: Final = "value_sum"
 CORE_N: Final = "core_n"
 FIRST_DAY: Final = "first_day"
-FIRST_CORE: Final = "first_core"
 USER_KEY: Final = (ACCOUNT_ID, USER_ID)
 
 
 def type_column(i: int) -> str:
     """Name of the raw count column of the ``i``-th counted event type."""
     return f"_type_{i}"
+
+
+def core_column(i: int) -> str:
+    """Name of the raw per-day count column of the ``i``-th core event."""
+    return f"_core_{i}"
 
 
 def events_before(events: ir.Table, grid: AsOfGrid) -> ir.Table:
@@ -53,18 +72,38 @@ def events_before(events: ir.Table, grid: AsOfGrid) -> ir.Table:
     """
     last = grid.as_of[-1].to_pydatetime()
     kept = events.filter(events[TIMESTAMP] < ibis.literal(last, type="timestamp('UTC')"))
-    return kept.select(ACCOUNT_ID, USER_ID, EVENT, VALUE, **{DAY: day_number(kept[TIMESTAMP], grid.offset)})
+    return kept.select(
+        ACCOUNT_ID, USER_ID, EVENT, VALUE, TIMESTAMP, **{DAY: day_number(kept[TIMESTAMP], grid.offset)}
+    )
+
+
+def _since(events: ir.Table, grid: AsOfGrid, day: int) -> ir.Table:
+    """Events from the start of aligned ``day`` on, filtered on the raw timestamp.
+
+    The same rows as ``day >= day``, but a predicate on a stored column: the
+    engine pushes it into the Parquet scan and skips decoding the other columns
+    of the rows it drops.
+    """
+    start = datetime.fromtimestamp(day * SECONDS_PER_DAY + grid.offset, tz=UTC)
+    return events.filter(events[TIMESTAMP] >= ibis.literal(start, type="timestamp('UTC')"))
 
 
 def account_days(
     events: ir.Table, event_types: Sequence[str], core_events: Sequence[str]
 ) -> ir.Table:
-    """Events, value, core events and each counted event type per (account, day)."""
+    """Events, value, core events and each counted event type and core event per (account, day).
+
+    Per-name counts are sums of 0/1 (``(event == name).cast(int64)``): the same
+    number as a filtered count on every engine, and branch-free.
+    """
+    event = events[EVENT]
     metrics: dict[str, ir.Value] = {N: events.count(), VALUE_SUM: events[VALUE].sum()}
+    for i, name in enumerate(event_types):
+        metrics[type_column(i)] = (event == name).cast("int64").sum()
     if core_events:
-        metrics[CORE_N] = events.count(where=events[EVENT].isin(list(core_events)))
-    for i, event in enumerate(event_types):
-        metrics[type_column(i)] = events.count(where=events[EVENT] == event)
+        metrics[CORE_N] = event.isin(list(core_events)).cast("int64").sum()
+        for i, name in enumerate(core_events):
+            metrics[core_column(i)] = (event == name).cast("int64").sum()
     return events.group_by([ACCOUNT_ID, DAY]).aggregate(**metrics)
 
 
@@ -82,32 +121,25 @@ def user_first_days(days: ir.Table) -> ir.Table:
     return days.group_by(list(USER_KEY)).aggregate(**{FIRST_DAY: days[DAY].min()})
 
 
-def core_first_days(events: ir.Table, core_events: Sequence[str]) -> ir.Table:
-    """The first day each (account, core event) was used (over all data before the last as_of)."""
-    core = events.filter(events[EVENT].isin(list(core_events)))
-    return core.group_by([ACCOUNT_ID, EVENT]).aggregate(**{FIRST_CORE: core[DAY].min()})
-
-
 def event_aggregates(days: ir.Table, grid: AsOfGrid, n_types: int) -> ir.Table:
     """Account-level window counts per (account_id, j): events, values, active days, event types.
 
     ``days`` is :func:`account_days`: one row per active day, so a count of rows is a count of days.
     """
     w = days.join(grid.window_days_table(), DAY)
-    rel, n = w[REL], w[N]
-    last30, prior30 = rel < 30, (rel >= 30) & (rel < 60)
+    n, value, in30, prior30 = w[N], w[VALUE_SUM], w[IN_30D], w[PRIOR_30D]
     metrics: dict[str, ir.Value] = {
-        "events_7d": n.sum(where=rel < 7),
-        "events_30d": n.sum(where=last30),
+        "events_7d": (n * w[IN_7D]).sum(),
+        "events_30d": (n * in30).sum(),
         "events_90d": n.sum(),
-        "events_prior_30d": n.sum(where=prior30),
-        "value_sum_30d": w[VALUE_SUM].sum(where=last30),
-        "value_sum_90d": w[VALUE_SUM].sum(),
-        "active_days_30d": w.count(where=last30),
-        "active_days_prior_30d": w.count(where=prior30),
+        "events_prior_30d": (n * prior30).sum(),
+        "value_sum_30d": (value * in30).sum(),
+        "value_sum_90d": value.sum(),
+        "active_days_30d": in30.sum(),
+        "active_days_prior_30d": prior30.sum(),
     }
     for i in range(n_types):
-        metrics[type_column(i)] = w[type_column(i)].sum(where=last30)
+        metrics[type_column(i)] = (w[type_column(i)] * in30).sum()
     return w.group_by([ACCOUNT_ID, J]).aggregate(**metrics)
 
 
@@ -117,7 +149,8 @@ def event_breadth(events: ir.Table, grid: AsOfGrid, core_events: Sequence[str]) 
     Distinct counts are taken as a second grouping level (distinct rows, then
     counts), which is cheaper than ``COUNT(DISTINCT ...)`` on both engines.
     """
-    w = events.select(ACCOUNT_ID, USER_ID, EVENT, DAY).join(grid.window_days_table(30).select(J, DAY), DAY)
+    recent = _since(events, grid, min(grid.days) - 30)
+    w = recent.select(ACCOUNT_ID, USER_ID, EVENT, DAY).join(grid.window_days_table(30).select(J, DAY), DAY)
     pairs = w.select(ACCOUNT_ID, J, EVENT, USER_ID).distinct()
     per_event = pairs.group_by([ACCOUNT_ID, J, EVENT]).aggregate(users=pairs[USER_ID].count())
     metrics: dict[str, ir.Value] = {"event_types_30d": per_event.count()}
@@ -139,20 +172,19 @@ def user_aggregates(days: ir.Table, first_days: ir.Table, grid: AsOfGrid) -> ir.
     weeks counting 0 users.
     """
     w = days.join(grid.window_days_table(), DAY)
-    rel = w[REL]
-    weeks = {f"w{k}": (rel // 7 == k).any().cast("int64") for k in range(12)}
+    weeks = {f"w{k}": w[week_column(k)].max() for k in range(WEEKS)}
     per_user = w.group_by([ACCOUNT_ID, USER_ID, J, A]).aggregate(
-        d7=w.count(where=rel < 7),
-        d28=w.count(where=rel < 28),
-        d30=w.count(where=rel < 30),
-        d_prior=w.count(where=(rel >= 30) & (rel < 60)),
+        d7=w[IN_7D].sum(),
+        d28=w[IN_28D].sum(),
+        d30=w[IN_30D].sum(),
+        d_prior=w[PRIOR_30D].sum(),
         **weeks,
     )
     u = per_user.join(first_days, list(USER_KEY))
     # Whole days between the user's first day and as_of: < 30 means first seen in the last 30 days.
     first_rel = u[A] - 1 - u[FIRST_DAY]
     d7, d28, d30, prior = u["d7"], u["d28"], u["d30"], u["d_prior"]
-    slope = sum((11 - 2 * k) * u[f"w{k}"] for k in range(12))
+    slope = sum((WEEKS - 1 - 2 * k) * u[f"w{k}"] for k in range(WEEKS))
     return u.group_by([ACCOUNT_ID, J]).aggregate(
         active_users_7d=u.count(where=d7 > 0),
         active_users_30d=u.count(where=d30 > 0),
@@ -177,7 +209,8 @@ def user_aggregates(days: ir.Table, first_days: ir.Table, grid: AsOfGrid) -> ir.
 def vocabulary_window(events: ir.Table, grid: AsOfGrid) -> ir.Table:
     """Events in the 90 days before the *earliest* as_of: the data vocabularies are chosen from."""
     first = grid.days[0]
-    return events.filter((events[DAY] >= first - MAX_WINDOW_DAYS) & (events[DAY] < first))
+    window = _since(events, grid, first - MAX_WINDOW_DAYS)
+    return window.filter(window[DAY] < first)
 
 
 def top_event_types_expr(window: ir.Table, n: int) -> ir.Table:

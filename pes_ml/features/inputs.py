@@ -59,6 +59,13 @@ J: Final = "j"
 REL: Final = "rel"
 A: Final = "a"
 AS_OF_90D: Final = "as_of_90d"
+BUCKET: Final = "bucket"
+IN_7D: Final = "in_7d"
+IN_28D: Final = "in_28d"
+IN_30D: Final = "in_30d"
+PRIOR_30D: Final = "prior_30d"
+WEEKS: Final = 12
+"""Weeks of the weekly-active-users slope."""
 
 AsOfLike = str | date | datetime | pd.Timestamp
 
@@ -192,16 +199,39 @@ class AsOfGrid:
         return ibis.memtable(table)
 
     def window_days_table(self, window: int = MAX_WINDOW_DAYS) -> ir.Table:
-        """(j, a, day, rel) for the ``window`` days before each as_of; rel = days before as_of (0 = last day).
+        """(j, a, day, rel, indicators) for the ``window`` days before each as_of.
 
-        Joining on ``day`` (an equi-join) assigns every rolled-up day to every
-        as_of whose window holds it; this is how many as_of dates share one pass.
+        ``rel`` is the number of whole days before as_of (0 = the last day). Joining on
+        ``day`` (an equi-join) assigns every rolled-up day to every as_of whose window
+        holds it; this is how many as_of dates share one pass. The 0/1 indicator
+        columns (:data:`IN_7D`, :data:`IN_28D`, :data:`IN_30D`, :data:`PRIOR_30D`
+        and :func:`week_column` ``k`` for the ``k``-th week before as_of) let a
+        window be a product (``n * in_30d``) instead of a filtered aggregate: the
+        same number on every engine, without a branch per row.
         """
         rows = [(j, a, a - 1 - rel, rel) for j, a in enumerate(self.days) for rel in range(window)]
         columns = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
         names = (J, A, DAY, REL)
-        table = pa.table({name: pa.array(v, pa.int64()) for name, v in zip(names, columns, strict=True)})
-        return ibis.memtable(table)
+        arrays = {name: pa.array(v, pa.int64()) for name, v in zip(names, columns, strict=True)}
+        rel = list(columns[3])
+        indicators = {IN_7D: lambda r: r < 7, IN_28D: lambda r: r < 28, IN_30D: lambda r: r < 30,
+                      PRIOR_30D: lambda r: 30 <= r < 60}
+        for k in range(WEEKS):
+            indicators[week_column(k)] = lambda r, k=k: r // 7 == k
+        for name, test in indicators.items():
+            arrays[name] = pa.array([int(test(r)) for r in rel], pa.int64())
+        return ibis.memtable(pa.table(arrays))
+
+    def bucket_pairs_table(self) -> ir.Table:
+        """(bucket, j) for every as_of index ``j`` and every bucket ``b <= j``: what as_of j has seen."""
+        pairs = [(b, j) for j in range(len(self.as_of)) for b in range(j + 1)]
+        buckets, js = (list(v) for v in zip(*pairs, strict=True))
+        return ibis.memtable(pa.table({BUCKET: pa.array(buckets, pa.int64()), J: pa.array(js, pa.int64())}))
+
+
+def week_column(k: int) -> str:
+    """Name of the window-grid indicator of the ``k``-th week before as_of (0 = the last 7 days)."""
+    return f"week_{k}"
 
 
 def as_of_grids(as_of_dates: Iterable[AsOfLike]) -> list[AsOfGrid]:

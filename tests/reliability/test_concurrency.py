@@ -6,8 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import AS_OF, OTHER_AS_OF, Project, cli_env, start_pes_ml, wait_for_text
-from test_faults import MARKER, committed_run, score_args
+from scoring_jobs import (
+    AS_OF,
+    MARKER,
+    OTHER_AS_OF,
+    Project,
+    cli_env,
+    committed_run,
+    score_args,
+    start_pes_ml,
+    wait_for_text,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -18,14 +18,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import AS_OF, Project, cli_env, pes_ml, start_pes_ml, wait_for_text
+from scoring_jobs import (
+    AS_OF,
+    MARKER,
+    Project,
+    cli_env,
+    committed_run,
+    pes_ml,
+    score_args,
+    start_pes_ml,
+    wait_for_text,
+)
 
-from pes_ml import schemas as S
 from pes_ml.store import RunStore
 
 pytestmark = pytest.mark.slow
 
-MARKER = "pes_ml fault stage reached: "
 SCORE_STAGES = [
     "locked",
     "model_loaded",
@@ -55,32 +63,6 @@ STORE_STAGES_AFTER_COMMIT = ["committed", "gc"]
 KILL_POINTS = [
     (stage, 0.0) for stage in SCORE_STAGES + STORE_STAGES_BEFORE_COMMIT + STORE_STAGES_AFTER_COMMIT
 ] + [("features_started", 1.5), ("churn_started", 0.2), ("validated", 0.05)]
-
-
-def score_args(config: Path, as_of: str = AS_OF) -> list[str]:
-    return ["score", "--as-of", as_of, "--config", str(config), "--allow-drift"]
-
-
-def committed_run(store_path: Path, as_of: str = AS_OF) -> str:
-    """The committed run of ``as_of``, checked whole: scores, reasons and manifest of one run."""
-    store = RunStore(store_path)
-    assert store.verify() == []
-    runs = store.runs()
-    runs = runs[runs[S.AS_OF].astype(str).str.startswith(as_of)]
-    assert len(runs) == 1, runs
-    run_id = str(runs[S.RUN_ID].iloc[0])
-    scores, reasons, manifest = (
-        store.read_scores(run_id),
-        store.read_reasons(run_id),
-        store.read_manifest(run_id),
-    )
-    assert manifest["run"]["run_id"] == run_id
-    assert set(scores[S.RUN_ID]) == {run_id}
-    assert len(scores) == manifest["counts"]["accounts"] == manifest["run"]["rows"]["scores"]
-    assert len(reasons) == manifest["counts"]["reason_rows"] == manifest["run"]["rows"]["reasons"]
-    assert set(reasons[S.ACCOUNT_ID]) == set(scores[S.ACCOUNT_ID])
-    assert set(reasons[S.MODEL_VERSION]) == set(scores[S.MODEL_VERSION]) == {manifest["model"]["version"]}
-    return run_id
 
 
 def lock_is_free(store_path: Path, as_of: str = AS_OF) -> bool:
@@ -139,7 +121,7 @@ def test_sigkill_at_random_moments_never_leaves_a_mixed_run(
         stderr = tmp_path / f"stderr-{attempt}"
         proc = start_pes_ml(*score_args(config), stderr=stderr, env=cli_env(PES_FAULT_STAGE="locked:0"))
         wait_for_text(stderr, MARKER + "locked", proc)
-        time.sleep(rng.uniform(0.0, 12.0))
+        time.sleep(rng.uniform(0.0, 8.0))
         proc.kill()
         proc.wait(timeout=60)
         after = committed_run(store_path)  # whole, whichever run it is
@@ -188,10 +170,11 @@ def test_a_full_disk_fails_clearly_and_keeps_the_previous_run(
     first = pes_ml(*score_args(config))
     assert first.returncode == 0, first.stderr[-3000:]
     before = committed_run(small_disk / "runs")
-    # Leave 64 KiB free: far less than a run's scores and reasons.
+    # Leave a quarter of what one run takes: the lock file fits, the next run's files do not.
+    run_bytes = sum(f.stat().st_size for f in (small_disk / "runs").rglob("run=*/*"))
     stat = os.statvfs(small_disk)
     filler = small_disk / "filler"
-    filler.write_bytes(b"\0" * max(stat.f_bavail * stat.f_frsize - 64 * 1024, 0))
+    filler.write_bytes(b"\0" * max(stat.f_bavail * stat.f_frsize - max(run_bytes // 4, 8192), 0))
 
     full = pes_ml(*score_args(config))
 

@@ -17,8 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import AS_OF, Project, cli_env, pes_ml, start_pes_ml
-from test_faults import committed_run, score_args
+from scoring_jobs import AS_OF, Project, cli_env, committed_run, pes_ml, score_args, start_pes_ml
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -87,7 +86,7 @@ def test_train_promote_and_score_through_a_postgres_backed_mlflow_server(
     trained_project: Project, mlflow_server: tuple[str, Path], tmp_path: Path
 ) -> None:
     uri, artifacts = mlflow_server
-    config = trained_project.config_for(tmp_path)
+    config = trained_project.config_for(tmp_path, small=False)
     env = cli_env(MLFLOW_TRACKING_URI=uri)
 
     # Two trainings at once register two versions with distinct numbers.
