@@ -26,7 +26,10 @@ def _table(metrics: dict[str, float], outcome: str) -> list[str]:
         elif key.startswith(f"{outcome}.baseline."):
             _, _, scorer, metric = key.split(".", 3)
             scorers.setdefault(scorer, {})[metric] = value
-    lines = ["| scorer | AUC (95% CI) | " + " | ".join(_COLUMNS[1:]) + " |", "|---" * (len(_COLUMNS) + 1) + "|"]
+    lines = [
+        "| scorer | AUC (95% CI) | " + " | ".join(_COLUMNS[1:]) + " |",
+        "|---" * (len(_COLUMNS) + 1) + "|",
+    ]
     for scorer, values in sorted(scorers.items(), key=lambda kv: -kv[1].get("roc_auc", 0.0)):
         auc = f"{values.get('roc_auc', float('nan')):.3f}"
         if "roc_auc_low" in values:

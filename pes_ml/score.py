@@ -25,8 +25,9 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ from pes_ml import schemas as S
 from pes_ml.config import PesConfig
 from pes_ml.drift import DriftReport, check_drift
 from pes_ml.errors import DataContractError, DriftError
+from pes_ml.locking import run_lock
 from pes_ml.model import PROBABILITY_COLUMNS, PesModel, assign_tiers
 from pes_ml.progress import NoProgress, Progress
 from pes_ml.store import RunStore
@@ -155,6 +157,20 @@ def _with_model_vocabulary(config: PesConfig, model: PesModel) -> PesConfig:
     return config.model_copy(update={"features": config.features.model_copy(update=frozen)})
 
 
+INGEST_LOCK_TIMEOUT_SECONDS = 3600.0
+
+
+def _work_dir_lock(config: PesConfig) -> AbstractContextManager[Path]:
+    """Serialise ingest + feature reads of jobs sharing ``work_dir``.
+
+    ``ingest`` rebuilds ``<work_dir>/.staging`` and republishes ``<work_dir>/clean``; two
+    scoring jobs for different as_of dates (which may run at once) would otherwise
+    delete each other's staging files. Held for seconds, so the other job waits.
+    """
+    lock = Path(config.work_dir) / ".locks" / "ingest.lock"
+    return run_lock(lock, f"an ingest into {config.work_dir}", timeout=INGEST_LOCK_TIMEOUT_SECONDS)
+
+
 def _fingerprint(config: PesConfig) -> dict[str, str]:
     from pes_ml.ingest import clean_paths
 
@@ -258,7 +274,9 @@ def _scorer(config: PesConfig) -> Callable[..., tuple[pd.DataFrame, pd.DataFrame
         return score_features
     from pes_ml.score_spark import score_features_spark
 
-    return functools.partial(score_features_spark, master=config.spark_master)
+    scratch = Path(config.work_dir) / ".staging"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return functools.partial(score_features_spark, master=config.spark_master, scratch_dir=scratch)
 
 
 def _add_change(
@@ -329,12 +347,14 @@ def score_accounts(
         with timer("load_model"):
             model, model_version = load_pes_model(config, alias=alias, version=version)
         _stage("model_loaded")
-        with timer("ingest"):
-            recon = ingest(config, progress=progress)
-        _stage("ingested")
-        _stage("features_started")
-        with timer("features"):
-            features = build_features(_with_model_vocabulary(config, model), [key], progress=progress)
+        # Jobs for other as_of dates share <work_dir>/clean: one ingest (and read of it) at a time.
+        with _work_dir_lock(config):
+            with timer("ingest"):
+                recon = ingest(config, progress=progress)
+            _stage("ingested")
+            _stage("features_started")
+            with timer("features"):
+                features = build_features(_with_model_vocabulary(config, model), [key], progress=progress)
         _stage("features_built")
         if features.empty:
             raise DataContractError(

@@ -5,7 +5,8 @@ With ``engine: spark`` the FeatureFrame is scored by :func:`score_features_spark
     FeatureFrame ──createDataFrame──> Spark DataFrame (n partitions)
         ──mapInPandas(score_features on each Arrow batch; PesModel broadcast as JSON)──>
     one Spark DataFrame of score rows and long SHAP rows (a ``_pes_ml_kind`` column tells them apart)
-        ──> scores, reasons (Spark DataFrames, or pandas on the driver)
+        ──write.partitionBy(kind).parquet(scratch)──> Parquet parts, read back by the driver with Arrow
+        ──> scores, reasons (pandas, for drift, change attribution and the run store)
 
 Why this shape:
 
@@ -26,6 +27,11 @@ Why this shape:
   pandas dtypes of the FeatureFrame are broadcast with the model and restored in each
   batch before scoring, and those of the results are restored on the driver, so the
   frames equal the DuckDB path's column by column (the parity test compares them).
+- **No collect through the JVM.** ``toArrow()`` would hold every task's result in the
+  driver JVM at once (it fails past ``spark.driver.maxResultSize`` at 100k accounts:
+  12M long SHAP rows); the executors write Parquet parts instead and the driver reads
+  them directly. The run store then commits them with its usual atomic protocol
+  (staging -> rename -> pointer swap), so both engines write the same run format.
 """
 
 from __future__ import annotations
@@ -33,13 +39,18 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pes_ml import explain
 from pes_ml import schemas as S
@@ -230,6 +241,15 @@ def _ordered(
     return scores.reset_index(drop=True), reasons.iloc[order].reset_index(drop=True)
 
 
+def _read_kind(folder: Path, kind: str, dtypes: Mapping[str, Any]) -> pd.DataFrame:
+    """The rows of one kind that the Spark job wrote, with their pandas dtypes restored."""
+    parts = folder / f"{KIND}={kind}"
+    if not parts.is_dir():  # no row of this kind
+        return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in dtypes.items()})
+    table = pq.read_table(parts, columns=list(dtypes), partitioning=None)
+    return _restore(table.to_pandas(), dtypes)
+
+
 def score_features_spark(
     features: pd.DataFrame,
     model: PesModel,
@@ -242,13 +262,15 @@ def score_features_spark(
     spark: SparkSession | None = None,
     master: str = "local[*]",
     partitions: int | None = None,
+    scratch_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Scores and the long SHAP table of a FeatureFrame, computed as a Spark job.
 
     The same result as :func:`pes_ml.score.score_features` (same columns, dtypes,
     values and row order), with the predictions and exact SHAP values computed by
-    Spark tasks over partitions of accounts; the results are collected to the driver
-    as Arrow for the drift check, change attribution and the run store.
+    Spark tasks over partitions of accounts; the tasks write their rows as Parquet parts
+    under ``scratch_dir``, which the driver reads back for the drift check, change
+    attribution and the run store.
 
     Parameters
     ----------
@@ -265,6 +287,10 @@ def score_features_spark(
     partitions
         Number of partitions; default: at least the default parallelism, and one per
         :data:`ROWS_PER_PARTITION` accounts.
+    scratch_dir
+        Where the executors write their result parts for the driver to read (removed
+        afterwards); on a cluster, a folder that the driver and executors share.
+        Default: the system's temporary folder.
 
     Returns
     -------
@@ -291,11 +317,17 @@ def score_features_spark(
         names=names,
         partitions=partitions,
     )
-    table = result.toArrow()
-    kinds = np.asarray(table.column(KIND).to_numpy(zero_copy_only=False), dtype=object)
-    collected = table.drop_columns([KIND]).to_pandas()
-    scores = _restore(collected[kinds == SCORE_KIND][list(score_dtypes)], score_dtypes)
-    reasons = _restore(collected[kinds == REASON_KIND][list(reason_dtypes)], reason_dtypes)
+    scratch = Path(tempfile.mkdtemp(prefix="pes_ml-score-", dir=scratch_dir))
+    try:
+        # Executors write their rows as Parquet parts; the driver reads them with Arrow. Collecting
+        # through the JVM driver instead (toArrow) holds the whole long SHAP table there at once
+        # (100k accounts x 2 models x ~60 features) and exceeds spark.driver.maxResultSize.
+        spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        result.write.partitionBy(KIND).mode("overwrite").parquet(str(scratch / "result"))
+        scores = _read_kind(scratch / "result", SCORE_KIND, score_dtypes)
+        reasons = _read_kind(scratch / "result", REASON_KIND, reason_dtypes)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     scores, reasons = _ordered(scores, reasons, features, model)
     logger.info(
         "Spark scoring: %d accounts, %d reason rows in %.1f s",

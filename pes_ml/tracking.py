@@ -113,7 +113,8 @@ def is_unreachable(exc: BaseException) -> bool:
     for _depth in range(8):
         if seen is None:
             return False
-        if isinstance(seen, requests.exceptions.ConnectionError | requests.exceptions.Timeout | OSError):
+        network = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+        if isinstance(seen, network + (ConnectionError, TimeoutError, socket.gaierror)):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -89,9 +89,14 @@ def test_train_promote_and_score_through_a_postgres_backed_mlflow_server(
     config = trained_project.config_for(tmp_path, small=False)
     env = cli_env(MLFLOW_TRACKING_URI=uri)
 
-    # Two trainings at once register two versions with distinct numbers.
+    # Two team members train at once (each with their own work folder) against the one server:
+    # two versions with distinct numbers.
+    members = [tmp_path / name for name in ("alice", "bob")]
+    for member in members:
+        member.mkdir()
+    configs = [trained_project.config_for(member, small=False) for member in members]
     jobs = [
-        start_pes_ml("train", "--config", str(config), "--run-name", f"team-{i}",
+        start_pes_ml("train", "--config", str(configs[i - 1]), "--run-name", f"team-{i}",
                      stderr=tmp_path / f"train-{i}.err", stdout=tmp_path / f"train-{i}.out", env=env)
         for i in (1, 2)
     ]  # fmt: skip
