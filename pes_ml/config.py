@@ -21,6 +21,10 @@ EPOCH_FORMATS: tuple[str, ...] = ("epoch_s", "epoch_ms")
 """``timestamp_format`` values for numbers since 1970-01-01 UTC, in seconds or milliseconds."""
 
 
+Outcome = Literal["churn", "expansion", "conversion"]
+OUTCOMES: tuple[Outcome, ...] = ("churn", "expansion", "conversion")
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -185,9 +189,7 @@ class TrainConfig(_Frozen):
     min_positives: int = Field(
         default=20, ge=1, description="An outcome with fewer positives in train or validation is skipped."
     )
-    outcomes: list[Literal["churn", "expansion", "conversion"]] = Field(
-        default_factory=lambda: ["churn", "expansion", "conversion"]
-    )
+    outcomes: list[Outcome] = Field(default_factory=lambda: list(OUTCOMES))
     segment_columns: list[str] = Field(
         default_factory=lambda: ["plan", "size_band", "tenure_band"],
         description="Per-segment metrics; size_band and tenure_band are derived from seats and tenure.",
@@ -300,7 +302,8 @@ def _nearest_key(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
     """Walk the model along ``loc`` and suggest the closest valid key for its last part."""
     current: Any = model
     for part in loc[:-1]:
-        field = current.model_fields.get(part) if isinstance(current, type) else None
+        is_model = isinstance(current, type) and issubclass(current, BaseModel)
+        field = current.model_fields.get(part) if is_model else None
         if field is None:
             return ""
         annotation = field.annotation
@@ -309,7 +312,7 @@ def _nearest_key(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
         if not models:
             return ""
         current = models[0]
-    keys = list(current.model_fields) if isinstance(current, type) else []
+    keys = list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
     match = difflib.get_close_matches(str(loc[-1]), keys, n=1)
     return f" Did you mean {match[0]!r}?" if match else f" Valid keys: {', '.join(keys)}."
 

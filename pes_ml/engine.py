@@ -25,7 +25,9 @@ logger = logging.getLogger(__name__)
 _SPARK: Any = None
 
 
-def connect_duckdb(database: str | Path = ":memory:", threads: int | None = None) -> duckdb.DuckDBPyConnection:
+def connect_duckdb(
+    database: str | Path = ":memory:", threads: int | None = None
+) -> duckdb.DuckDBPyConnection:
     """Open a DuckDB connection with UTC as the session time zone.
 
     Timestamps are compared and truncated in UTC everywhere; a local time zone

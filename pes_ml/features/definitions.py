@@ -202,7 +202,7 @@ def user_aggregates(days: ir.Table, first_days: ir.Table, grid: AsOfGrid) -> ir.
         # Not active 31-60 days ago and first seen earlier: back after more than 30 days away.
         resurrected_users_30d=u.count(where=(d30 > 0) & (prior == 0) & (first_rel >= 30)),
         dropped_users_30d=u.count(where=(prior > 0) & (d30 == 0)),
-        wau_slope_num=slope.sum(),  # type: ignore[union-attr]
+        wau_slope_num=slope.sum(),
     )
 
 

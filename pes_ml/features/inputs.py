@@ -19,10 +19,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import ibis
 import ibis.expr.types as ir
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -67,7 +68,7 @@ PRIOR_30D: Final = "prior_30d"
 WEEKS: Final = 12
 """Weeks of the weekly-active-users slope."""
 
-AsOfLike = str | date | datetime | pd.Timestamp
+AsOfLike: TypeAlias = str | date | datetime | pd.Timestamp
 
 _TYPES: Final[dict[str, dict[str, str]]] = {
     "events": {ACCOUNT_ID: "string", USER_ID: "string", EVENT: "string", TIMESTAMP: "timestamp('UTC')",
@@ -137,7 +138,7 @@ class FeatureTables:
                 tables[name] = None
                 continue
             tables[name] = backend.read_parquet(str(path))
-        return cls.from_relations(tables["events"], tables["subscriptions"], tables["accounts"])  # type: ignore[arg-type]
+        return cls.from_relations(tables["events"], tables["subscriptions"], tables["accounts"])
 
 
 def _conform(table: str, relation: ir.Table) -> ir.Table:
@@ -214,12 +215,13 @@ class AsOfGrid:
         names = (J, A, DAY, REL)
         arrays = {name: pa.array(v, pa.int64()) for name, v in zip(names, columns, strict=True)}
         rel = list(columns[3])
-        indicators = {IN_7D: lambda r: r < 7, IN_28D: lambda r: r < 28, IN_30D: lambda r: r < 30,
-                      PRIOR_30D: lambda r: 30 <= r < 60}
+        days = np.asarray(rel, dtype=np.int64)
+        indicators = {IN_7D: days < 7, IN_28D: days < 28, IN_30D: days < 30,
+                      PRIOR_30D: (days >= 30) & (days < 60)}
         for k in range(WEEKS):
-            indicators[week_column(k)] = lambda r, k=k: r // 7 == k
-        for name, test in indicators.items():
-            arrays[name] = pa.array([int(test(r)) for r in rel], pa.int64())
+            indicators[week_column(k)] = days // 7 == k
+        for name, flags in indicators.items():
+            arrays[name] = pa.array(flags.astype(np.int64), pa.int64())
         return ibis.memtable(pa.table(arrays))
 
     def bucket_pairs_table(self) -> ir.Table:
