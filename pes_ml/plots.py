@@ -120,7 +120,12 @@ def shap_figures(values: np.ndarray, matrix: pd.DataFrame, title: str, top: int 
             warnings.simplefilter("ignore", PendingDeprecationWarning)
             import shap
 
-            shap.summary_plot(values, matrix, plot_type=plot_type, max_display=top, show=False)
+            # An explicit generator: shap otherwise shuffles with the global NumPy RNG (and warns
+            # when anything seeded it); the plot is then the same on every run.
+            shap.summary_plot(
+                values, matrix, plot_type=plot_type, max_display=top, show=False,
+                rng=np.random.default_rng(0),
+            )
         fig = plt.gcf()
         fig.suptitle(title, fontsize=9)
         figures[kind] = fig
