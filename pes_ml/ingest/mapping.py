@@ -24,7 +24,7 @@ import duckdb
 from pes_ml.config import EPOCH_FORMATS, SourceConfig
 from pes_ml.errors import DataContractError
 from pes_ml.ingest.readers import ReaderSpec, SourceView, ident, open_source, sql_string
-from pes_ml.schemas import ACCOUNT_ID, COLUMN_TYPES, EVENT, REQUIRED_COLUMNS, TIMESTAMP
+from pes_ml.schemas import ACCOUNT_ID, COLUMN_TYPES, EVENT, REQUIRED_COLUMNS, TIMESTAMP, USER_ID
 
 logger = logging.getLogger(__name__)
 
@@ -389,6 +389,12 @@ def map_source(
             continue
         typed, present = _typed_column(name, target, expr, source_type, source)
         columns[name] = Column(name, target, typed, present, src_col)
+
+    if table == "events" and columns[USER_ID].source_column is None and USER_ID not in source.constants:
+        # An account-level log (no user column): each account counts as its own single user, so
+        # user, stickiness and adoption features describe the account instead of being empty.
+        account = columns[ACCOUNT_ID]
+        columns[USER_ID] = Column(USER_ID, columns[USER_ID].duck_type, account.typed, None)
 
     passthrough: list[tuple[str, str]] = []
     if table == "accounts":
