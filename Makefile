@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check pes_ml tests pipelines benchmarks
+	$(BIN)/ruff check pes_ml tests pipelines benchmarks notebooks
 	$(BIN)/mypy
 
 clean:
