@@ -235,3 +235,34 @@ def test_bad_filter_before_is_a_config_error(tmp_path: Path, make_config: MakeCo
     path = write_text(tmp_path / "events.csv", "account_id,event,timestamp\na,login,2024-01-01\n")
     with pytest.raises(ConfigError, match=r"sources\.events\.filter_before.*ISO date.*'July 1st'"):
         ingest(make_config(events={"path": str(path), "filter_before": "July 1st"}))
+
+
+def test_a_log_without_a_user_column_counts_each_account_as_its_single_user(
+    tmp_path: Path, make_config: MakeConfig
+) -> None:
+    events = write_text(
+        tmp_path / "usage.csv",
+        "account_id,event,timestamp\n"
+        "a,report,2024-01-01T10:00:00Z\n"
+        "b,report,2024-01-02T10:00:00Z\n",
+    )
+    config = make_config(events={"path": str(events)})
+    ingest(config)
+    clean = read_clean(config)
+    assert clean["user_id"].tolist() == clean["account_id"].tolist() == ["a", "b"]
+
+
+def test_a_user_column_with_empty_values_is_not_filled_from_the_account(
+    tmp_path: Path, make_config: MakeConfig
+) -> None:
+    events = write_text(
+        tmp_path / "usage.csv",
+        "account_id,user_id,event,timestamp\n"
+        "a,u1,report,2024-01-01T10:00:00Z\n"
+        "a,,report,2024-01-02T10:00:00Z\n",  # a system event: no user, and not the account's
+    )
+    config = make_config(events={"path": str(events)})
+    ingest(config)
+    clean = read_clean(config).sort_values("timestamp")
+    assert clean["user_id"].iloc[0] == "u1"
+    assert pd.isna(clean["user_id"].iloc[1])
