@@ -320,7 +320,7 @@ def score(
     from pes_ml.score import score_accounts
 
     _install_fault_hook(os.environ.get(FAULT_ENV))
-    cfg = _with_tracking_uri(_run(lambda: load_config(config)), tracking_uri)
+    cfg = _run(lambda: load_config(config)).with_tracking_uri(tracking_uri)
     with _progress() as progress:
         run = _run(
             lambda: score_accounts(
@@ -359,7 +359,7 @@ def train(
     from pes_ml.tracking import check_reachable
     from pes_ml.training import run_training
 
-    cfg = _with_tracking_uri(_run(lambda: load_config(config)), tracking_uri)
+    cfg = _run(lambda: load_config(config)).with_tracking_uri(tracking_uri)
     # A server that is down fails now, not after the whole training.
     _run(lambda: check_reachable(cfg.tracking.tracking_uri))
     with _progress() as progress:
@@ -381,12 +381,6 @@ def train(
     )
 
 
-def _with_tracking_uri(cfg: Any, tracking_uri: str | None) -> Any:
-    if not tracking_uri:
-        return cfg
-    return cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"tracking_uri": tracking_uri})})
-
-
 @app.command()
 def promote(
     config: ConfigOption = DEFAULT_CONFIG,
@@ -404,7 +398,7 @@ def promote(
     from pes_ml.errors import PromotionRejected
     from pes_ml.registry import promote as promote_model
 
-    cfg = _with_tracking_uri(_run(lambda: load_config(config)), tracking_uri)
+    cfg = _run(lambda: load_config(config)).with_tracking_uri(tracking_uri)
     try:
         decision = promote_model(cfg, model_version, force=force)
     except PromotionRejected as exc:
@@ -430,7 +424,7 @@ def models(
     from pes_ml.config import load_config
     from pes_ml.registry import list_versions
 
-    cfg = _with_tracking_uri(_run(lambda: load_config(config)), tracking_uri)
+    cfg = _run(lambda: load_config(config)).with_tracking_uri(tracking_uri)
     versions = _run(lambda: list_versions(cfg))
     if versions.empty:
         out.print(f"No versions of {cfg.tracking.model_name!r} yet. Run `pes-ml train`.")

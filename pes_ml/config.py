@@ -290,6 +290,16 @@ class PesConfig(_Frozen):
     score: ScoreConfig = ScoreConfig()
     store: StoreConfig = StoreConfig()
 
+    def with_tracking_uri(self, tracking_uri: str | None) -> PesConfig:
+        """This config with ``tracking.tracking_uri`` replaced (e.g. by ``MLFLOW_TRACKING_URI``).
+
+        An empty or missing URI leaves the config unchanged.
+        """
+        if not tracking_uri:
+            return self
+        tracking = self.tracking.model_copy(update={"tracking_uri": tracking_uri})
+        return self.model_copy(update={"tracking": tracking})
+
     @field_validator("work_dir")
     @classmethod
     def _not_empty(cls, value: str) -> str:

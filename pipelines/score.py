@@ -33,10 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("mlflow", "alembic", "numba", "matplotlib", "py4j"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        config = load_config(args.config)
-        if uri := os.environ.get("MLFLOW_TRACKING_URI"):
-            tracking = config.tracking.model_copy(update={"tracking_uri": uri})
-            config = config.model_copy(update={"tracking": tracking})
+        config = load_config(args.config).with_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
         run = score_accounts(config, args.as_of, alias=args.model_alias, allow_drift=args.allow_drift)
         print(f"run {run.run_id}: scored {len(run.scores):,} accounts at as_of {run.as_of}")
     except PesError as exc:

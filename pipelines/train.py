@@ -33,10 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("mlflow", "alembic", "numba", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        config = load_config(args.config)
-        if uri := os.environ.get("MLFLOW_TRACKING_URI"):
-            tracking = config.tracking.model_copy(update={"tracking_uri": uri})
-            config = config.model_copy(update={"tracking": tracking})
+        config = load_config(args.config).with_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
         outcome = run_training(config, run_name=args.run_name)
         print(f"run {outcome.run_id}: {outcome.model_name} v{outcome.version} registered as @challenger")
         if args.promote:
