@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from simulated_project import project_settings
 
 from pes_ml import explain
 from pes_ml import schemas as S
@@ -24,7 +25,6 @@ from pes_ml.training import run_training
 
 pytest.importorskip("pyspark")
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 FIRST_AS_OF = "2025-05-01"
@@ -32,25 +32,11 @@ SECOND_AS_OF = "2025-06-01"
 
 
 def _config(tmp: Path, engine: str) -> PesConfig:
+    settings = project_settings(tmp)
+    settings["train"]["bootstrap_rounds"] = 10
+    # One run store per engine, so neither run replaces the other.
     return PesConfig.model_validate(
-        {
-            "engine": engine,
-            "work_dir": str(tmp / "work"),
-            "sources": {
-                "events": {"path": str(tmp / "sim" / "events")},
-                "subscriptions": {"path": str(tmp / "sim" / "subscriptions.parquet")},
-                "accounts": {"path": str(tmp / "sim" / "accounts.parquet")},
-            },
-            "dataset": {"frequency_days": 14},
-            "train": {"model_spec": str(ROOT / "models" / "pes.yaml"), "bootstrap_rounds": 10},
-            "tracking": {
-                "tracking_uri": f"sqlite:///{tmp}/mlflow.db",
-                "artifact_location": str(tmp / "mlartifacts"),
-                "model_card_dir": str(tmp / "models"),
-            },
-            # One run store per engine, so neither run replaces the other.
-            "store": {"path": str(tmp / f"runs-{engine}")},
-        }
+        {**settings, "engine": engine, "store": {"path": str(tmp / f"runs-{engine}")}}
     )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from simulated_project import project_settings
 
 from pes_ml import explain
 from pes_ml import schemas as S
@@ -23,7 +24,6 @@ from pes_ml.simulate import SimulationConfig, simulate_saas
 from pes_ml.store import RunStore
 from pes_ml.training import run_training
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 FIRST_AS_OF = "2025-05-01"
@@ -31,23 +31,7 @@ SECOND_AS_OF = "2025-06-01"
 
 
 def _config(tmp: Path, **overrides: object) -> PesConfig:
-    raw = {
-        "work_dir": str(tmp / "work"),
-        "sources": {
-            "events": {"path": str(tmp / "sim" / "events")},
-            "subscriptions": {"path": str(tmp / "sim" / "subscriptions.parquet")},
-            "accounts": {"path": str(tmp / "sim" / "accounts.parquet")},
-        },
-        "dataset": {"frequency_days": 14},
-        "train": {"model_spec": str(ROOT / "models" / "pes.yaml"), "bootstrap_rounds": 20},
-        "tracking": {
-            "tracking_uri": f"sqlite:///{tmp}/mlflow.db",
-            "artifact_location": str(tmp / "mlartifacts"),
-            "model_card_dir": str(tmp / "models"),
-        },
-        **overrides,
-    }
-    return PesConfig.model_validate(raw)
+    return PesConfig.model_validate({**project_settings(tmp), **overrides})
 
 
 @pytest.fixture(scope="module")
