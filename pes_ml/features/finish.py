@@ -34,9 +34,15 @@ def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
     return (num / den.where(den != 0)).astype("float64")
 
 
-def _whole_days(later: pd.Series, earlier: pd.Series) -> pd.Series:
-    seconds = (later - earlier).dt.total_seconds()
-    return np.floor(seconds / SECONDS_PER_DAY).astype("float64")
+def _days(later: np.ndarray, earlier: np.ndarray) -> np.ndarray:
+    """Days from ``earlier`` to ``later`` (datetime64[us] arrays), NaN where either is missing."""
+    micros = (later - earlier).astype("float64")
+    micros[np.isnat(later) | np.isnat(earlier)] = np.nan
+    return np.asarray(micros / (SECONDS_PER_DAY * 1e6))
+
+
+def _whole_days(later: np.ndarray, earlier: np.ndarray) -> np.ndarray:
+    return np.asarray(np.floor(_days(later, earlier)))
 
 
 def _column(frame: pd.DataFrame, name: str, dtype: str = "float64") -> pd.Series:
@@ -45,28 +51,34 @@ def _column(frame: pd.DataFrame, name: str, dtype: str = "float64") -> pd.Series
     return pd.Series(np.nan, index=frame.index, dtype=dtype)
 
 
-def _utc(series: pd.Series) -> pd.Series:
-    stamps = pd.to_datetime(series, utc=True)
-    return stamps.dt.as_unit("us")
+def _instants(series: pd.Series) -> np.ndarray:
+    """UTC instants as naive ``datetime64[us]`` (NaT where missing): vectorised date arithmetic."""
+    stamps = pd.to_datetime(series, utc=True).dt.as_unit("us")
+    return np.asarray(stamps.dt.tz_localize(None).to_numpy("datetime64[us]", copy=True))
 
 
-def add_months(start: pd.Series, months: pd.Series) -> pd.Series:
-    """Calendar month arithmetic: the same day of the month, clamped to the month's end; time kept."""
-    valid = start.notna() & months.notna()
-    out = pd.Series(pd.NaT, index=start.index, dtype="datetime64[us, UTC]")
-    if not valid.any():
-        return out
-    s = start[valid]
-    n = months[valid].astype("int64")
-    month0 = s.dt.month.astype("int64") - 1 + n
-    year = s.dt.year.astype("int64") + month0 // 12
-    month = month0 % 12 + 1
-    first = pd.to_datetime(pd.DataFrame({"year": year, "month": month, "day": 1}))
-    month_days = (first + pd.offsets.MonthEnd(0)).dt.day
-    day = np.minimum(s.dt.day.astype("int64"), month_days.astype("int64"))
-    date = pd.to_datetime(pd.DataFrame({"year": year, "month": month, "day": day})).dt.tz_localize("UTC")
-    out[valid] = (date.dt.as_unit("us") + (s - s.dt.floor("D"))).to_numpy()
-    return out
+def _series(instants: np.ndarray, index: pd.Index) -> pd.Series:
+    return pd.Series(instants, index=index).dt.tz_localize("UTC")
+
+
+def add_months(start: np.ndarray, months: np.ndarray) -> np.ndarray:
+    """Calendar month arithmetic on ``datetime64[us]``: the same day of the month, clamped to the
+    month's end; the time of day kept. NaT where ``start`` is NaT."""
+    day = start.astype("datetime64[D]")
+    time_of_day = start - day.astype("datetime64[us]")
+    month = day.astype("datetime64[M]")
+    day_of_month = (day - month.astype("datetime64[D]")).astype("int64")
+    target = month + np.asarray(months, dtype="int64").astype("timedelta64[M]")
+    first = target.astype("datetime64[D]")
+    length = ((target + 1).astype("datetime64[D]") - first).astype("int64")
+    clamped = np.minimum(day_of_month, length - 1).astype("timedelta64[D]")
+    out = (first + clamped).astype("datetime64[us]") + time_of_day
+    out[np.isnat(start)] = np.datetime64("NaT")
+    return np.asarray(out)
+
+
+def _months_between(earlier: np.ndarray, later: np.ndarray) -> np.ndarray:
+    return np.asarray(later.astype("datetime64[M]") - earlier.astype("datetime64[M]")).astype("int64")
 
 
 def next_renewal(period_start: pd.Series, billing_months: pd.Series, as_of: pd.Series) -> pd.Series:
@@ -75,22 +87,22 @@ def next_renewal(period_start: pd.Series, billing_months: pd.Series, as_of: pd.S
     Uses only the period start and billing period — never a recorded end date,
     which is cut short when an account churns mid-term and would leak the label.
     """
-    period = billing_months.round()
-    period = period.where(period >= 1)
-    valid = period_start.notna() & period.notna()
-    start, step, now = period_start[valid], period[valid].astype("int64"), as_of[valid]
-    elapsed = (now.dt.year - start.dt.year) * 12 + (now.dt.month - start.dt.month)
-    k = np.maximum(1, elapsed.astype("int64") // step)
-    renewal = add_months(start, k * step)
-    for _ in range(3):  # the estimate is at most two periods early
-        early = renewal < now
-        if not early.any():
-            break
-        k = k.where(~early, k + 1)
+    period = billing_months.round().to_numpy("float64", na_value=np.nan)
+    start, now = _instants(period_start), _instants(as_of)
+    valid = ~np.isnat(start) & ~np.isnat(now) & (period >= 1)
+    out = np.full(len(start), np.datetime64("NaT"), dtype="datetime64[us]")
+    if valid.any():
+        start, now, step = start[valid], now[valid], period[valid].astype("int64")
+        k = np.maximum(1, _months_between(start, now) // step)
         renewal = add_months(start, k * step)
-    out = pd.Series(pd.NaT, index=period_start.index, dtype="datetime64[us, UTC]")
-    out[valid] = renewal.to_numpy()
-    return out
+        for _ in range(3):  # the estimate is at most two periods early
+            early = renewal < now
+            if not early.any():
+                break
+            k = k + early
+            renewal = add_months(start, k * step)
+        out[valid] = renewal
+    return _series(out, period_start.index)
 
 
 def finish_features(
@@ -164,17 +176,17 @@ def finish_features(
         out[name] = (a - 1 - _column(f, column)).astype("float64")
 
     # Account start: the earliest of created_at, first subscription start and first event, before as_of.
-    as_of = out[AS_OF]
-    created = _utc(_column(f, "created_at", "datetime64[us, UTC]"))
-    created = created.where(created < as_of)
+    as_of = _instants(out[AS_OF])
+    created = _instants(_column(f, "created_at", "datetime64[us, UTC]"))
+    created[~(created < as_of)] = np.datetime64("NaT")
     first_event_day = _column(f, "first_event_day")
-    first_event = grid.day_start(first_event_day.where(first_event_day < a))
-    starts = pd.concat([created, _utc(_column(f, "first_start", "datetime64[us, UTC]")), first_event], axis=1)
-    account_start = starts.min(axis=1)
+    first_event = _instants(grid.day_start(first_event_day.where(first_event_day < a)))
+    first_start = _instants(_column(f, "first_start", "datetime64[us, UTC]"))
+    account_start = np.fmin(np.fmin(created, first_start), first_event)
     out["tenure_days"] = _whole_days(as_of, account_start)
     first_core_day = _column(f, "first_core_day")
-    first_core = grid.day_start(first_core_day.where(first_core_day < a))
-    out["days_to_first_core_event"] = _whole_days(first_core, account_start).clip(lower=0)
+    first_core = _instants(grid.day_start(first_core_day.where(first_core_day < a)))
+    out["days_to_first_core_event"] = np.maximum(_whole_days(first_core, account_start), 0)
 
     out["plan"] = _column(f, "sub_plan", "str").combine_first(_column(f, "account_plan", "str")).astype("str")
     out["segment"] = _column(f, "segment", "str").astype("str")
@@ -184,9 +196,9 @@ def finish_features(
     out["mrr_change_90d"] = (mrr - _column(f, "mrr_90d_ago").fillna(0)).where(had_subscription)
 
     out["billing_period_months"] = _column(f, "billing_period_months").astype("float64")
-    renewal = next_renewal(_utc(_column(f, "period_start", "datetime64[us, UTC]")),
-                           out["billing_period_months"], as_of)
-    out["days_to_renewal"] = (renewal - as_of).dt.total_seconds() / SECONDS_PER_DAY
+    renewal = next_renewal(_column(f, "period_start", "datetime64[us, UTC]"), out["billing_period_months"],
+                           out[AS_OF])
+    out["days_to_renewal"] = _days(_instants(renewal), as_of)
     out["renewal_in_horizon"] = (out["days_to_renewal"] < horizon_days).astype("float64").where(
         out["days_to_renewal"].notna()
     )
