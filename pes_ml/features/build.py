@@ -96,12 +96,13 @@ def _grid_features(
         account_days = stack.enter_context(materialized(d.account_days(events, event_types, core)))
         user_days = stack.enter_context(materialized(d.user_days(events)))
         first_days = stack.enter_context(materialized(d.user_first_days(user_days)))
+        numbered_days = stack.enter_context(materialized(d.numbered_user_days(user_days, first_days)))
         if spine is None:
             spine = pit.activity_candidates(account_days, grid)
         parts: list[ir.Table] = [
             d.event_aggregates(account_days, grid, len(event_types)),
             d.event_breadth(events, grid, core),
-            d.user_aggregates(user_days, first_days, grid),
+            d.user_aggregates(numbered_days, first_days, grid),
             *pit.history_aggregates(account_days, first_days, len(core), grid),
         ]
         if tables.subscriptions is not None:

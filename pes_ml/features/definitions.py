@@ -33,18 +33,20 @@ import ibis.expr.types as ir
 
 from pes_ml.features.inputs import (
     DAY,
+    DAYS_BASE,
     IN_7D,
-    IN_28D,
     IN_30D,
     MAX_WINDOW_DAYS,
+    PACKED_DAYS,
+    PACKED_WEEKS,
     PRIOR_30D,
     SECONDS_PER_DAY,
     WEEKS,
+    WEEKS_BASE,
     A,
     AsOfGrid,
     J,
     day_number,
-    week_column,
 )
 from pes_ml.schemas import ACCOUNT_ID, EVENT, TIMESTAMP, USER_ID, VALUE
 
@@ -53,6 +55,8 @@ VALUE_SUM: Final = "value_sum"
 CORE_N: Final = "core_n"
 FIRST_DAY: Final = "first_day"
 USER_KEY: Final = (ACCOUNT_ID, USER_ID)
+USER_NUMBER: Final = "user_number"
+"""A user's integer key (``account_id``, ``user_id`` in sorted order): cheaper to group by than strings."""
 
 
 def type_column(i: int) -> str:
@@ -113,12 +117,19 @@ def user_days(events: ir.Table) -> ir.Table:
 
 
 def user_first_days(days: ir.Table) -> ir.Table:
-    """The first active day of every user (over all data before the last as_of).
+    """Every user's integer key and first active day (over all data before the last as_of).
 
     A user active before as_of has its first day before as_of too, so this one
     static minimum serves every as_of without looking past it.
     """
-    return days.group_by(list(USER_KEY)).aggregate(**{FIRST_DAY: days[DAY].min()})
+    first = days.group_by(list(USER_KEY)).aggregate(**{FIRST_DAY: days[DAY].min()})
+    number = ibis.row_number().over(order_by=[first[ACCOUNT_ID], first[USER_ID]])
+    return first.mutate(**{USER_NUMBER: number})
+
+
+def numbered_user_days(days: ir.Table, first_days: ir.Table) -> ir.Table:
+    """:func:`user_days` keyed by the integer :data:`USER_NUMBER` of :func:`user_first_days`."""
+    return days.join(first_days, list(USER_KEY)).select(USER_NUMBER, DAY)
 
 
 def event_aggregates(days: ir.Table, grid: AsOfGrid, n_types: int) -> ir.Table:
@@ -162,8 +173,18 @@ def event_breadth(events: ir.Table, grid: AsOfGrid, core_events: Sequence[str]) 
     return per_event.group_by([ACCOUNT_ID, J]).aggregate(**metrics)
 
 
+def _digit(packed: ir.IntegerValue, base: int, position: int) -> ir.IntegerValue:
+    """Digit ``position`` of a non-negative integer written in ``base``."""
+    return (packed // base**position) % base
+
+
 def user_aggregates(days: ir.Table, first_days: ir.Table, grid: AsOfGrid) -> ir.Table:
     """User-level window counts per (account_id, j): active users, user-days, power users, growth, WAU slope.
+
+    ``days`` is :func:`numbered_user_days`: one row per user and active day. One
+    grouping per (user, as_of) counts the user's active days in every window with
+    two sums of the packed indicators of
+    :meth:`~pes_ml.features.inputs.AsOfGrid.window_days_table`, unpacked here.
 
     ``wau_slope_num`` is the numerator of the least-squares slope of weekly active
     users over 12 weeks: week ``k`` ago (``k = 0..11``) sits at ``x = 11 - k``; with
@@ -172,19 +193,16 @@ def user_aggregates(days: ir.Table, first_days: ir.Table, grid: AsOfGrid) -> ir.
     weeks counting 0 users.
     """
     w = days.join(grid.window_days_table(), DAY)
-    weeks = {f"w{k}": w[week_column(k)].max() for k in range(WEEKS)}
-    per_user = w.group_by([ACCOUNT_ID, USER_ID, J, A]).aggregate(
-        d7=w[IN_7D].sum(),
-        d28=w[IN_28D].sum(),
-        d30=w[IN_30D].sum(),
-        d_prior=w[PRIOR_30D].sum(),
-        **weeks,
+    per_user = w.group_by([USER_NUMBER, J, A]).aggregate(
+        packed_days=w[PACKED_DAYS].sum(), packed_weeks=w[PACKED_WEEKS].sum()
     )
-    u = per_user.join(first_days, list(USER_KEY))
+    u = per_user.join(first_days, USER_NUMBER)
+    packed, weeks = u["packed_days"], u["packed_weeks"]
+    d7, d28, d30, prior = (_digit(packed, DAYS_BASE, i) for i in range(4))
     # Whole days between the user's first day and as_of: < 30 means first seen in the last 30 days.
     first_rel = u[A] - 1 - u[FIRST_DAY]
-    d7, d28, d30, prior = u["d7"], u["d28"], u["d30"], u["d_prior"]
-    slope = sum((WEEKS - 1 - 2 * k) * u[f"w{k}"] for k in range(WEEKS))
+    active_weeks = [(_digit(weeks, WEEKS_BASE, k) > 0).cast("int64") for k in range(WEEKS)]
+    slope = sum((WEEKS - 1 - 2 * k) * active for k, active in enumerate(active_weeks))
     return u.group_by([ACCOUNT_ID, J]).aggregate(
         active_users_7d=u.count(where=d7 > 0),
         active_users_30d=u.count(where=d30 > 0),

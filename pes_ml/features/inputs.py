@@ -67,6 +67,12 @@ IN_30D: Final = "in_30d"
 PRIOR_30D: Final = "prior_30d"
 WEEKS: Final = 12
 """Weeks of the weekly-active-users slope."""
+PACKED_DAYS: Final = "packed_days"
+PACKED_WEEKS: Final = "packed_weeks"
+DAYS_BASE: Final = 64
+"""Base of :data:`PACKED_DAYS`: one digit each for the 7, 28, 30 and prior 30 days windows (< 64 days)."""
+WEEKS_BASE: Final = 8
+"""Base of :data:`PACKED_WEEKS`: one digit per week before as_of (< 8 days)."""
 
 AsOfLike: TypeAlias = str | date | datetime | pd.Timestamp
 
@@ -209,6 +215,13 @@ class AsOfGrid:
         and :func:`week_column` ``k`` for the ``k``-th week before as_of) let a
         window be a product (``n * in_30d``) instead of a filtered aggregate: the
         same number on every engine, without a branch per row.
+
+        For *distinct days* (each day counted at most once), the indicators are also
+        packed into two integers, so one ``SUM`` counts the days of every window:
+        :data:`PACKED_DAYS` holds ``in_7d + in_28d·64 + in_30d·64² + prior_30d·64³``
+        (a window has fewer than 64 days, so digits never carry) and
+        :data:`PACKED_WEEKS` holds ``8^k`` for week ``k < 12`` (a week has 7 days < 8).
+        Both stay far below 2^53: exact in int64 and in a double.
         """
         rows = [(j, a, a - 1 - rel, rel) for j, a in enumerate(self.days) for rel in range(window)]
         columns = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
@@ -222,6 +235,13 @@ class AsOfGrid:
             indicators[week_column(k)] = days // 7 == k
         for name, flags in indicators.items():
             arrays[name] = pa.array(flags.astype(np.int64), pa.int64())
+        packed = sum(
+            indicators[name].astype(np.int64) * DAYS_BASE**i
+            for i, name in enumerate((IN_7D, IN_28D, IN_30D, PRIOR_30D))
+        )
+        weeks = np.where(days < 7 * WEEKS, WEEKS_BASE ** np.minimum(days // 7, WEEKS - 1), 0)
+        arrays[PACKED_DAYS] = pa.array(np.asarray(packed, dtype=np.int64), pa.int64())
+        arrays[PACKED_WEEKS] = pa.array(weeks.astype(np.int64), pa.int64())
         return ibis.memtable(pa.table(arrays))
 
     def bucket_pairs_table(self) -> ir.Table:
