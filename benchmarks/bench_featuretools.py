@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_features import DAYS, ONE_AS_OF, ROOT, _child, generate  # noqa: E402
+from bench_features import DAYS, ONE_AS_OF, ROOT, _child, data_folder, generate  # noqa: E402
 
 FT_DIR = ROOT / "benchmarks" / "featuretools"
 FT_VENV = ROOT / "benchmarks" / ".venv-featuretools"
@@ -157,7 +157,7 @@ def main() -> None:
                         help="Stop the featuretools run after this many seconds (default 1200).")
     parser.add_argument("--skip-agreement", action="store_true")
     args = parser.parse_args()
-    data = args.data or ROOT / "benchmarks" / "out" / f"features_{args.events}_{args.accounts}"
+    data = args.data or data_folder(args.events, args.accounts)
 
     ensure_venv()
     started = time.perf_counter()
