@@ -136,7 +136,11 @@ def _measure_engine(engine: str, data: Path, dates: list[str]) -> dict[str, floa
     from pes_ml.engine import ibis_backend
     from pes_ml.features import FeatureTables, compute_features
 
-    config = PesConfig.model_validate({"engine": engine, "sources": {"events": {"path": "unused"}}})
+    limit = os.environ.get("PES_BENCH_MEMORY_LIMIT") or None
+    config = PesConfig.model_validate({
+        "engine": engine, "sources": {"events": {"path": "unused"}}, "duckdb_memory_limit": limit,
+        "work_dir": str(data / "work"),
+    })
     backend = ibis_backend(config)
     paths = {name: data / f"{name}.parquet" for name in ("events", "subscriptions", "accounts")}
     if engine == "spark":  # start the JVM before the clock
@@ -242,9 +246,14 @@ def main() -> None:
     parser.add_argument("--skip-spark", action="store_true")
     parser.add_argument("--skip-pandas", action="store_true")
     parser.add_argument("--skip-monthly", action="store_true", help="Skip the 12 monthly as_of run.")
+    parser.add_argument(
+        "--memory-limit", default=None, help="duckdb_memory_limit of the config (e.g. 2GB); default: none."
+    )
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--dates", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_limit:  # read by the measuring children
+        os.environ["PES_BENCH_MEMORY_LIMIT"] = args.memory_limit
     data = args.data or data_folder(args.events, args.accounts)
 
     if args.measure:

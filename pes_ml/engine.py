@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ import duckdb
 
 if TYPE_CHECKING:
     from pes_ml.config import PesConfig
+    from pes_ml.errors import PesError
 
 logger = logging.getLogger(__name__)
 
@@ -26,18 +28,46 @@ _SPARK: Any = None
 
 
 def connect_duckdb(
-    database: str | Path = ":memory:", threads: int | None = None
+    database: str | Path = ":memory:", threads: int | None = None, memory_limit: str | None = None
 ) -> duckdb.DuckDBPyConnection:
     """Open a DuckDB connection with UTC as the session time zone.
 
     Timestamps are compared and truncated in UTC everywhere; a local time zone
-    would move day boundaries and break point-in-time windows.
+    would move day boundaries and break point-in-time windows. ``memory_limit``
+    (e.g. ``"2GB"``) caps DuckDB's memory; set a ``temp_directory`` for it to spill to.
     """
     con = duckdb.connect(str(database))
     con.execute("SET TimeZone = 'UTC'")
     if threads is not None:
         con.execute(f"SET threads = {int(threads)}")
+    if memory_limit is not None:
+        con.execute(f"SET memory_limit = '{_size(memory_limit)}'")
     return con
+
+
+def _size(memory_limit: str) -> str:
+    """A memory size as DuckDB reads it: digits and a unit only (the config validates the pattern)."""
+    return "".join(ch for ch in memory_limit if ch.isalnum() or ch == ".")
+
+
+def out_of_memory(exc: duckdb.OutOfMemoryException, stage: str, config: PesConfig) -> PesError:
+    """A one-line, actionable error for DuckDB running out of memory in ``stage``."""
+    from pes_ml.errors import ConfigError
+
+    limit = config.duckdb_memory_limit or "unset (DuckDB's default, 80% of RAM)"
+    first = str(exc).strip().splitlines()[0]
+    return ConfigError(
+        f"DuckDB ran out of memory during {stage} with duckdb_memory_limit {limit}: {first}. "
+        "Raise duckdb_memory_limit in the config (or unset it), free memory on this machine, "
+        "or process fewer as_of dates at a time."
+    )
+
+
+def spill_directory(config: PesConfig) -> Path:
+    """A fresh folder under ``<work_dir>/.spill`` for this process's DuckDB temporary files."""
+    root = Path(config.work_dir) / ".spill"
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
 
 
 def spark_session(master: str = "local[*]") -> Any:
@@ -81,6 +111,10 @@ def ibis_backend(config: PesConfig) -> Any:
     # Results are sorted where order matters; letting DuckDB drop insertion order
     # saves memory and time on every materialised intermediate.
     con.raw_sql("SET preserve_insertion_order = false")
+    if config.duckdb_memory_limit is not None:
+        con.raw_sql(f"SET memory_limit = '{_size(config.duckdb_memory_limit)}'")
+        spill = str(spill_directory(config)).replace("'", "''")
+        con.raw_sql(f"SET temp_directory = '{spill}'")
     return con
 
 

@@ -210,18 +210,25 @@ def build_features(
     ------
     DataContractError
         If the clean events table is missing (run ``pes-ml validate`` first).
+    ConfigError
+        If DuckDB runs out of memory under ``duckdb_memory_limit``.
 
     Examples
     --------
     >>> config = load_config("pipelines/conf/base/pes.yaml")  # doctest: +SKIP
     >>> features = build_features(config, ["2024-06-01"])  # doctest: +SKIP
     """
-    from pes_ml.engine import ibis_backend
+    import duckdb
+
+    from pes_ml.engine import ibis_backend, out_of_memory
     from pes_ml.ingest import clean_paths
 
     backend: Any = ibis_backend(config)
     tables = FeatureTables.from_paths(backend, clean_paths(config))
-    return compute_features(
-        tables, as_of_dates, config.features, config.labels.horizon_days,
-        mode=config.labels.mode, progress=progress,
-    )
+    try:
+        return compute_features(
+            tables, as_of_dates, config.features, config.labels.horizon_days,
+            mode=config.labels.mode, progress=progress,
+        )
+    except duckdb.OutOfMemoryException as exc:
+        raise out_of_memory(exc, "the feature computation", config) from exc

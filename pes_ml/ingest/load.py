@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 
 from pes_ml.config import PesConfig, SourceConfig
-from pes_ml.engine import connect_duckdb
+from pes_ml.engine import connect_duckdb, out_of_memory
 from pes_ml.errors import DataContractError
 from pes_ml.ingest.mapping import MappedSource, map_source
 from pes_ml.ingest.quarantine import copy_parquet, publish, remove_stale
@@ -120,7 +120,7 @@ def ingest(config: PesConfig, progress: Progress | None = None) -> Reconciliatio
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True, exist_ok=True)
     configured = _configured(config)
-    con = connect_duckdb()
+    con = connect_duckdb(memory_limit=config.duckdb_memory_limit)
     con.execute(f"SET temp_directory = {sql_string(str(staging / 'spill'))}")
     clean, quarantine = clean_paths(config), quarantine_paths(config)
     counts: list[TableCount] = []
@@ -140,10 +140,12 @@ def ingest(config: PesConfig, progress: Progress | None = None) -> Reconciliatio
             outputs[quarantine[table]] = files[1]
             progress.advance()
         reasons.extend(_flags(con, {t: outputs[clean[t]] for t, _ in configured}))
-    except BaseException:
+    except BaseException as exc:
         # Nothing was published: drop the half-done staging folder, keep the previous outputs.
         con.close()
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            raise out_of_memory(exc, "ingest", config) from exc
         raise
     con.close()
     recon = Reconciliation(tables=counts, reasons=reasons, created_at=now.isoformat())

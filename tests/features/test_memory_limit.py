@@ -1,0 +1,83 @@
+"""``duckdb_memory_limit``: DuckDB gets the cap and a spill folder; the features do not change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from pes_ml.config import PesConfig
+from pes_ml.engine import ibis_backend
+from pes_ml.features import FeatureTables, compute_features
+
+from .conftest import open_subscriptions
+
+
+def _config(tmp_path: Path, limit: str | None) -> PesConfig:
+    return PesConfig.model_validate({
+        "sources": {"events": {"path": "unused"}}, "work_dir": str(tmp_path / "work"),
+        "duckdb_memory_limit": limit,
+    })
+
+
+def test_a_memory_limit_that_is_not_a_size_is_rejected_naming_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="duckdb_memory_limit"):
+        _config(tmp_path, "lots")
+
+
+def test_features_under_a_small_memory_limit_equal_the_unlimited_ones(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    n = 200_000
+    accounts = [f"a{i:04d}" for i in range(2_000)]
+    account = rng.integers(0, len(accounts), n)
+    events = pd.DataFrame({
+        "account_id": np.asarray(accounts)[account],
+        "user_id": [f"u{a}-{u}" for a, u in zip(account, rng.integers(0, 5, n), strict=True)],
+        "event": [f"e{k}" for k in rng.integers(0, 12, n)],
+        "timestamp": pd.Timestamp("2024-01-01", tz="UTC")
+        + pd.to_timedelta(rng.integers(0, 150 * 86_400, n), unit="s"),
+        "value": rng.random(n),
+    })
+    events["timestamp"] = events["timestamp"].dt.as_unit("us")
+    paths = {"events": tmp_path / "events.parquet", "subscriptions": tmp_path / "subscriptions.parquet"}
+    events.to_parquet(paths["events"], index=False)
+    open_subscriptions(accounts).to_parquet(paths["subscriptions"], index=False)
+    as_of = ["2024-04-01", "2024-05-01"]
+
+    limited = ibis_backend(_config(tmp_path, "64MB"))
+    setting = limited.raw_sql("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert setting.replace(" ", "").upper() in {"64.0MB", "61.0MIB", "64MB"}, setting
+    assert any((tmp_path / "work" / ".spill").iterdir()), "no spill folder for this process"
+
+    capped = compute_features(FeatureTables.from_paths(limited, paths), as_of)
+    free = compute_features(FeatureTables.from_paths(ibis_backend(_config(tmp_path, None)), paths), as_of)
+    assert len(capped) == 2 * len(accounts)
+    pd.testing.assert_frame_equal(capped, free)
+
+
+def test_running_out_of_memory_is_a_one_line_error_that_says_what_to_change(tmp_path: Path) -> None:
+    from pes_ml.errors import ConfigError
+    from pes_ml.features import build_features
+    from pes_ml.ingest import ingest
+
+    events = pd.DataFrame({
+        "account_id": [f"a{i % 500}" for i in range(50_000)],
+        "user_id": [f"u{i % 2_000}" for i in range(50_000)],
+        "event": [f"e{i % 7}" for i in range(50_000)],
+        "timestamp": pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(np.arange(50_000) * 97, unit="s"),
+    })
+    events.to_parquet(tmp_path / "events.parquet", index=False)
+    config = PesConfig.model_validate({
+        "sources": {"events": {"path": str(tmp_path / "events.parquet")}}, "work_dir": str(tmp_path / "work"),
+    })
+    ingest(config)
+    tiny = config.model_copy(update={"duckdb_memory_limit": "1MB"})
+    expected = r"ran out of memory during the feature computation .* 1MB.*duckdb_memory_limit"
+    with pytest.raises(ConfigError, match=expected):
+        build_features(tiny, ["2024-01-20"])
+    with pytest.raises(ConfigError, match=r"ran out of memory during ingest .* 1MB"):
+        ingest(tiny)
+    assert (tmp_path / "work" / "clean").exists(), "the previous clean tables were removed"
