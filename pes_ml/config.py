@@ -277,6 +277,12 @@ class PesConfig(_Frozen):
     work_dir: str = Field(default=".pes_ml", description="Clean tables, quarantine and run store.")
     engine: Literal["duckdb", "spark"] = "duckdb"
     spark_master: str = "local[*]"
+    duckdb_memory_limit: str | None = Field(
+        default=None,
+        pattern=r"(?i)^\s*\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$",
+        description="Memory DuckDB may use in ingest and features, e.g. '2GB'; beyond it, it spills to "
+        "<work_dir>/.spill. Default: DuckDB's own (80% of RAM).",
+    )
     entity: Literal["account", "user"] = "account"
     sources: SourcesConfig
     validation: ValidationConfig = ValidationConfig()
