@@ -115,7 +115,8 @@ def _grid_features(
         if mode == "activity":
             # Present in activity mode: an event in [as_of - horizon, as_of).
             joined = joined.filter(joined["last_day"] >= joined[A] - horizon_days)
-        raw = to_arrow(joined).to_pandas()
+        # split_blocks + self_destruct: the Arrow buffers are freed while pandas takes them over.
+        raw = to_arrow(joined).to_pandas(split_blocks=True, self_destruct=True)
     return finish_features(raw, grid, event_types, core, horizon_days)
 
 

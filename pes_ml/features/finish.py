@@ -112,8 +112,11 @@ def finish_features(
     core_events: Sequence[str],
     horizon_days: int,
 ) -> pd.DataFrame:
-    """Catalog features from the raw per-(account_id, j) aggregates of one as_of grid."""
-    f = raw.copy()
+    """Catalog features from the raw per-(account_id, j) aggregates of one as_of grid.
+
+    ``raw`` is filled in place (its missing counts become 0) rather than copied.
+    """
+    f = raw  # the caller's frame: filled in place, not copied
     for name in (*_COUNTS, *_SUMS):
         f[name] = _column(f, name).fillna(0)
     for name in _COUNTS:
