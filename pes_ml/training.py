@@ -85,34 +85,37 @@ def run_training(
         If the churn model cannot be trained.
     """
     from pes_ml.features import CATALOG_VERSION, build_features, feature_specs, model_feature_names
-    from pes_ml.ingest import clean_paths, ingest
+    from pes_ml.ingest import clean_paths, ingest, work_dir_lock
     from pes_ml.registry import register
     from pes_ml.tracking import log_training_run
 
     progress = progress or NoProgress()
-    paths = clean_paths(config)
-    if not paths["events"].is_file():
-        logger.info("clean tables not found in %s; running ingest first", config.work_dir)
-        ingest(config)
-    start, end = data_window(config, paths)
-    dates = as_of_schedule(config.dataset, start, end, config.labels.horizon_days)
-    logger.info(
-        "data %s .. %s; %d as_of dates %s .. %s", start, end, len(dates), dates[0].date(), dates[-1].date()
-    )
-    progress.start("labels", total=None)
-    subscriptions = pd.read_parquet(paths["subscriptions"]) if paths["subscriptions"].is_file() else None
-    events = None
-    if subscriptions is None or config.labels.mode == "activity":
-        events = pd.read_parquet(paths["events"], columns=["account_id", TIMESTAMP])
-    labels = make_labels(config.labels, dates, subscriptions=subscriptions, events=events, data_end=end)
-    # One pass also computes the features at the end of the data: unlabeled, never trained on,
-    # but the population the next scoring run sees, so it is the drift reference.
-    reference_as_of = end.normalize()
-    with_reference = build_features(config, [*dates, reference_as_of], progress)
-    is_reference = with_reference[AS_OF] == reference_as_of
-    features = with_reference[~is_reference].reset_index(drop=True)
-    features.attrs = with_reference.attrs
-    reference_features = with_reference[is_reference].reset_index(drop=True)
+    # Another job's ingest must not republish the clean tables while they are read here.
+    with work_dir_lock(config):
+        paths = clean_paths(config)
+        if not paths["events"].is_file():
+            logger.info("clean tables not found in %s; running ingest first", config.work_dir)
+            ingest(config)
+        start, end = data_window(config, paths)
+        dates = as_of_schedule(config.dataset, start, end, config.labels.horizon_days)
+        logger.info(
+            "data %s .. %s; %d as_of dates %s .. %s",
+            start, end, len(dates), dates[0].date(), dates[-1].date(),
+        )
+        progress.start("labels", total=None)
+        subscriptions = pd.read_parquet(paths["subscriptions"]) if paths["subscriptions"].is_file() else None
+        events = None
+        if subscriptions is None or config.labels.mode == "activity":
+            events = pd.read_parquet(paths["events"], columns=["account_id", TIMESTAMP])
+        labels = make_labels(config.labels, dates, subscriptions=subscriptions, events=events, data_end=end)
+        # One pass also computes the features at the end of the data: unlabeled, never trained on,
+        # but the population the next scoring run sees, so it is the drift reference.
+        reference_as_of = end.normalize()
+        with_reference = build_features(config, [*dates, reference_as_of], progress)
+        is_reference = with_reference[AS_OF] == reference_as_of
+        features = with_reference[~is_reference].reset_index(drop=True)
+        features.attrs = with_reference.attrs
+        reference_features = with_reference[is_reference].reset_index(drop=True)
     snapshots = join_snapshots(features, labels)
     split = split_by_time(snapshots, config.dataset, config.labels.horizon_days)
     names = model_feature_names(features)

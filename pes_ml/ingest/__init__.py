@@ -16,7 +16,7 @@ order), :mod:`~pes_ml.ingest.quarantine` (atomic Parquet writes),
 
 from __future__ import annotations
 
-from pes_ml.ingest.load import clean_paths, ingest, quarantine_paths, reconciliation_path
+from pes_ml.ingest.load import clean_paths, ingest, quarantine_paths, reconciliation_path, work_dir_lock
 from pes_ml.ingest.reconcile import ReasonCount, Reconciliation, TableCount
 
 __all__ = [
@@ -27,4 +27,5 @@ __all__ = [
     "ingest",
     "quarantine_paths",
     "reconciliation_path",
+    "work_dir_lock",
 ]

@@ -15,8 +15,10 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Final
 
 import duckdb
 
@@ -39,6 +41,7 @@ from pes_ml.ingest.validate import (
     staging_sql,
     unknown_accounts_sql,
 )
+from pes_ml.locking import run_lock
 from pes_ml.progress import NoProgress, Progress
 from pes_ml.schemas import END, REASON, SOURCE_ROW, START, TABLES, TIMESTAMP
 
@@ -78,6 +81,24 @@ def _configured(config: PesConfig) -> list[tuple[str, SourceConfig]]:
     return [(t, s) for t in TABLES if (s := getattr(sources, t)) is not None]
 
 
+INGEST_LOCK_TIMEOUT_SECONDS: Final = 3600.0
+"""How long a job waits for another job's ingest or clean-table read in the same work_dir."""
+
+
+def work_dir_lock(config: PesConfig) -> AbstractContextManager[Path]:
+    """Hold the lock of ``<work_dir>/clean``: one ingest or clean-table reader at a time.
+
+    :func:`ingest` rebuilds ``<work_dir>/.staging`` and republishes ``<work_dir>/clean``;
+    it takes this lock itself, and jobs that then read the clean tables (training,
+    scoring) hold it across ingest and the feature build, so they never see a half
+    republished set or delete each other's staging. The lock is re-entrant within a
+    process and released by the kernel if the holder dies; another job waits up to
+    :data:`INGEST_LOCK_TIMEOUT_SECONDS`.
+    """
+    lock = Path(config.work_dir) / ".locks" / "ingest.lock"
+    return run_lock(lock, f"an ingest into {config.work_dir}", timeout=INGEST_LOCK_TIMEOUT_SECONDS)
+
+
 def ingest(config: PesConfig, progress: Progress | None = None) -> Reconciliation:
     """Read, map, validate and write every configured source; return the reconciliation.
 
@@ -113,7 +134,11 @@ def ingest(config: PesConfig, progress: Progress | None = None) -> Reconciliatio
     >>> recon.balanced  # doctest: +SKIP
     True
     """
-    progress = progress or NoProgress()
+    with work_dir_lock(config):
+        return _ingest(config, progress or NoProgress())
+
+
+def _ingest(config: PesConfig, progress: Progress) -> Reconciliation:
     now = datetime.now(UTC)
     work = Path(config.work_dir)
     staging = work / ".staging"
