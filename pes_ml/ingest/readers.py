@@ -225,6 +225,11 @@ def _whitespace_sql(spec: ReaderSpec, files: list[str]) -> str:
     return f"SELECT {fields} FROM ({lines}) {skip}"
 
 
+def _delimiter(configured: str) -> str:
+    """The CSV delimiter character of a configured ``delimiter`` (``tab`` and ``\\t`` are a tab)."""
+    return "\t" if configured in ("\\t", "tab") else configured
+
+
 def _reader_sql(
     con: duckdb.DuckDBPyConnection, spec: ReaderSpec, fmt: str, files: list[str], view: str
 ) -> str:
@@ -235,8 +240,7 @@ def _reader_sql(
             return _whitespace_sql(spec, files)
         options = ["all_varchar=true", f"header={'true' if spec.header else 'false'}", "union_by_name=true"]
         if spec.delimiter is not None:
-            delimiter = "\t" if spec.delimiter in ("\\t", "tab") else spec.delimiter
-            options.append(f"delim={sql_string(delimiter)}")
+            options.append(f"delim={sql_string(_delimiter(spec.delimiter))}")
         return f"SELECT * FROM read_csv({_path_list(files)}, {', '.join(options)})"
     if fmt == "jsonl":
         return (
@@ -332,11 +336,19 @@ def open_source(con: duckdb.DuckDBPyConnection, spec: ReaderSpec, view: str) -> 
     fmt = _resolve_format(spec, files)
     for file in files[:20]:
         _check_file(spec, file, fmt)
-    with reading(spec, fmt):
-        sql = _reader_sql(con, spec, fmt, files, view)
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(view)} AS {sql}")
-        described = con.execute(f"DESCRIBE SELECT * FROM {ident(view)}").fetchall()
+    ragged = fmt == "csv" and spec.delimiter not in _WHITESPACE_ALIASES
+    try:
+        with reading(spec, fmt):
+            sql = _reader_sql(con, spec, fmt, files, view)
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(view)} AS {sql}")
+            described = con.execute(f"DESCRIBE SELECT * FROM {ident(view)}").fetchall()
+    except DataContractError:
+        if ragged:  # a line with a different number of fields defeats DuckDB's dialect sniffer
+            _raise_on_ragged_line(con, spec, files)
+        raise
     columns = {str(row[0]): str(row[1]) for row in described}
+    if ragged and len(columns) == 1 and spec.header:
+        _raise_on_ragged_line(con, spec, files)
     duplicates = _duplicate_header_names(con, spec, fmt, files, columns)
     logger.debug(
         "%s: %s read as %s from %d file(s): %s", spec.config_key, spec.path, fmt, len(files), columns
@@ -344,6 +356,36 @@ def open_source(con: duckdb.DuckDBPyConnection, spec: ReaderSpec, view: str) -> 
     return SourceView(
         view=view, spec=spec, format=fmt, files=tuple(files), columns=columns, duplicate_columns=duplicates
     )
+
+
+def _raise_on_ragged_line(con: duckdb.DuckDBPyConnection, spec: ReaderSpec, files: list[str]) -> None:
+    """Raise naming the first line whose number of fields differs from the header's, if any.
+
+    Only called when a CSV could not be read as a table: the file is read once
+    more with DuckDB's rejects table, which records such lines instead of failing.
+    """
+    options = ["all_varchar=true", f"header={'true' if spec.header else 'false'}", "ignore_errors=true",
+               "store_rejects=true", "rejects_table='pes_ml_rejects'", "rejects_scan='pes_ml_reject_scans'"]
+    if spec.delimiter is not None:
+        options.append(f"delim={sql_string(_delimiter(spec.delimiter))}")
+    for file in files[:20]:
+        try:
+            con.execute(f"SELECT count(*) FROM read_csv({sql_string(file)}, {', '.join(options)})").fetchall()
+            first = con.execute(
+                "SELECT line, error_message FROM pes_ml_rejects "
+                "WHERE error_type IN ('TOO MANY COLUMNS', 'TOO FEW COLUMNS') ORDER BY line LIMIT 1"
+            ).fetchone()
+        except duckdb.Error:
+            return  # not readable this way either: the original error stands
+        finally:
+            con.execute("DROP TABLE IF EXISTS pes_ml_rejects; DROP TABLE IF EXISTS pes_ml_reject_scans")
+        if first is not None:
+            line, detail = first
+            raise DataContractError(
+                f"Line {line} of {file!r} ({spec.config_key}) has a different number of fields than the "
+                f"header ({detail}): a value that contains the delimiter is probably not quoted. Quote that "
+                "value or remove the extra delimiter, then rerun. Nothing was loaded."
+            )
 
 
 def _duplicate_header_names(
@@ -355,8 +397,7 @@ def _duplicate_header_names(
         return ()
     options = ["all_varchar=true", "header=false"]
     if spec.delimiter is not None:
-        delimiter = "\t" if spec.delimiter in ("\\t", "tab") else spec.delimiter
-        options.append(f"delim={sql_string(delimiter)}")
+        options.append(f"delim={sql_string(_delimiter(spec.delimiter))}")
     duplicates: set[str] = set()
     for file in files[:20]:
         query = f"SELECT * FROM read_csv({sql_string(file)}, {', '.join(options)}) LIMIT 1"

@@ -172,3 +172,17 @@ def test_unknown_extension_asks_for_the_format(tmp_path: Path, make_config: Make
     with pytest.raises(DataContractError, match=r"Cannot tell the format.*sources\.events\.format"):
         ingest(make_config(events={"path": str(path)}))
     assert_three_events(make_config(events={"path": str(path), "format": "csv"}))
+
+
+@pytest.mark.parametrize("delimiter", [None, ","])
+def test_a_line_with_an_extra_field_is_named_not_blamed_on_the_delimiter_or_encoding(
+    tmp_path: Path, make_config: MakeConfig, delimiter: str | None
+) -> None:
+    lines = CSV.strip().splitlines()
+    lines[2] += ",EXTRA"  # file line 3: an unquoted value containing the delimiter
+    path = write_text(tmp_path / "events.csv", "\n".join(lines) + "\n")
+    source = {"path": str(path)} | ({"delimiter": delimiter} if delimiter else {})
+    expected = (r"Line 3 of .*events\.csv.* \(sources\.events\) has a different number of fields than the "
+                r"header .*Found: 5.*Quote that value")
+    with pytest.raises(DataContractError, match=expected):
+        ingest(make_config(events=source))
