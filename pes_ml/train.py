@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import lightgbm as lgb
 import numpy as np
@@ -76,6 +76,24 @@ def fit_platt(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     model = LogisticRegression(C=1e6, max_iter=1000)
     model.fit(raw.reshape(-1, 1), y)
     return float(model.coef_[0, 0]), float(model.intercept_[0])
+
+
+_MIN_BASELINE_SLOPE: Final = 1e-9
+
+
+def oriented_platt(score: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Platt scaling for a score with a fixed direction (a rule: higher means the outcome is likelier).
+
+    A rule's direction is its definition, not a parameter: when validation would fit
+    a negative slope (reversing the rule), the slope is clamped to a tiny positive
+    value with the base-rate intercept, so the test ranking (AUC, lift) is the rule's
+    own and its probabilities are the base rate.
+    """
+    slope, intercept = fit_platt(score, y)
+    if slope > _MIN_BASELINE_SLOPE:
+        return slope, intercept
+    rate = float(np.clip(np.mean(y), 1e-6, 1 - 1e-6))
+    return _MIN_BASELINE_SLOPE, float(np.log(rate / (1 - rate)))
 
 
 def _platt_probability(raw: np.ndarray, slope: float, intercept: float) -> np.ndarray:
@@ -375,7 +393,12 @@ def baseline_probabilities(
     for name, score in valid_scores.items():
         if np.std(score) == 0:
             logger.warning("baseline %s is constant on validation; reported as the base rate", name)
-        slope, intercept = fit_platt(sign * score, y_valid)
+        slope, intercept = oriented_platt(sign * score, y_valid)
+        if slope <= _MIN_BASELINE_SLOPE:
+            logger.warning(
+                "baseline %s ranks the validation %s cases the wrong way round; it keeps its own "
+                "direction (higher is healthier) with base-rate probabilities", name, outcome,
+            )
         probabilities[name] = _platt_probability(sign * test_scores[name], slope, intercept)
     if config.baselines.logistic_regression:
         pipeline = bl.logistic_regression(

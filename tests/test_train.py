@@ -139,3 +139,24 @@ def test_rule_score_on_unknown_feature_names_the_field(tmp_path):
     split = split_by_time(make_snapshots(1, n_accounts=200), DatasetConfig(), 30)
     with pytest.raises(ConfigError, match="'nope'"):
         train_models(split, FEATURES, config, spec=SPEC)
+
+
+def test_a_baseline_rule_keeps_its_direction_when_validation_would_reverse_it() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from pes_ml.train import _platt_probability, oriented_platt
+
+    rng = np.random.default_rng(5)
+    score = rng.normal(size=400)
+    y = (rng.random(400) < 1 / (1 + np.exp(-2 * score))).astype(float)  # higher score, more outcome
+    slope, _ = oriented_platt(score, y)
+    assert slope > 1.0  # a fitted, positive slope
+
+    reversed_slope, intercept = oriented_platt(-score, y)  # validation says the rule is backwards
+    assert reversed_slope == pytest.approx(1e-9)
+    test_score = rng.normal(size=200)
+    probabilities = _platt_probability(test_score, reversed_slope, intercept)
+    np.testing.assert_allclose(probabilities, y.mean(), rtol=1e-6)  # base-rate probabilities
+    labels = (test_score > 0).astype(float)
+    # ... but the ranking on test is the rule's own: same AUC as the raw score.
+    assert roc_auc_score(labels, probabilities) == pytest.approx(roc_auc_score(labels, test_score))
