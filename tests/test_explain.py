@@ -311,6 +311,108 @@ def test_long_format_requires_every_feature_in_the_catalog(seed):
         explain.long_format(result, X, model="churn", specs=specs, platt_slope=1.0)
 
 
+def long_of(values: dict[str, object], n: int = 3) -> pd.DataFrame:
+    """The long table of a hand-made frame (SHAP values all 0.1): one column per feature."""
+    names = tuple(values)
+    frame = pd.DataFrame({"account_id": [f"a{i}" for i in range(n)], "as_of": AS_OF, **values})
+    result = explain.ShapResult(np.full((n, len(names)), 0.1), -1.0, np.zeros(n), names, 0.0)
+    return explain.long_format(result, frame, model="churn", specs=SPECS, platt_slope=1.0)
+
+
+@pytest.mark.parametrize(
+    ("number", "text"),
+    [
+        (3.0, "3"),  # integral values print as integers
+        (-0.0, "0"),
+        (-2.0, "-2"),
+        (0.5, "0.5"),
+        (1234.56, "1234.56"),
+        (123456789012.5, "123456789012.5"),  # Arrow prints this one as 1.234567890125e+11
+        (4.5e-05, "4.5e-05"),  # below 1e-4 repr switches to an exponent
+        (1e-40, "1e-40"),
+        (999999999999999.0, "999999999999999"),
+        (1e15, "1000000000000000.0"),  # from 1e15 on: repr, not int
+        (1e16, "1e+16"),
+        (math.inf, "inf"),
+        (-math.inf, "-inf"),
+    ],
+)
+def test_long_format_value_text_is_the_shortest_exact_repr(number, text):
+    long = long_of({"mrr": [number, 1.25, number]})
+    assert long["value"].tolist() == [text, "1.25", text]
+    if math.isfinite(number):
+        assert float(text) == number
+
+
+def test_long_format_value_text_matches_repr_at_every_magnitude(seed):
+    # Arrow prints most floats (faster than repr); this guards against a pyarrow that prints differently.
+    rng = np.random.default_rng(seed)
+    n = 20_000
+    numbers = rng.standard_normal(n) * 10.0 ** rng.integers(-9, 20, n)
+    head, digits = numbers[: n // 4].tolist(), rng.integers(0, 6, n // 4).tolist()
+    numbers[: n // 4] = [round(v, d) for v, d in zip(head, digits, strict=True)]  # few decimals, integers
+    numbers[rng.random(n) < 0.01] = np.nan
+    expected = [
+        None
+        if math.isnan(v)
+        else str(int(v))
+        if math.isfinite(v) and abs(v) < 1e15 and v == round(v)
+        else repr(v)
+        for v in numbers.tolist()
+    ]
+    long = long_of({"mrr": numbers}, n=n)
+    assert [None if pd.isna(v) else v for v in long["value"]] == expected
+
+
+def test_long_format_value_text_keeps_missing_values_missing():
+    long = long_of(
+        {
+            "mrr": [np.nan, 2.0, np.nan],
+            "core_events_30d": pd.array([None, 4, 5], dtype="Int64"),
+            "plan": pd.Categorical(["team", None, "free"], categories=PLANS),
+            "active_users_30d": pd.Series([None, "7", "8"], dtype="str"),
+        }
+    )
+    assert long["value"].dtype == "str"
+    assert [None if pd.isna(v) else v for v in long["value"]] == [
+        *(None, None, "team", None),  # a0: every feature missing but the plan
+        *("2", "4", None, "7"),  # a1: missing plan
+        *(None, "5", "free", "8"),
+    ]
+
+
+def test_long_format_value_text_of_a_feature_missing_for_every_account_is_missing():
+    # e.g. a trend before any history exists: found by training on generated data
+    long = long_of({"mrr": [np.nan, np.nan, np.nan], "core_events_30d": [1.0, np.nan, 3.0]})
+    assert [None if pd.isna(v) else v for v in long["value"]] == [None, "1", None, None, None, "3"]
+
+
+def test_long_format_writes_category_labels_as_text():
+    long = long_of({"plan": pd.Categorical([3, None, 1], categories=[1, 2, 3])})
+    assert [None if pd.isna(v) else v for v in long["value"]] == ["3", None, "1"]
+
+
+def test_long_format_reads_text_columns_made_of_several_arrow_chunks():
+    plans = pd.concat([pd.Series(["team", None], dtype="str"), pd.Series(["free"], dtype="str")])
+    assert plans.array._pa_array.num_chunks == 2  # as after concatenating feature frames
+    long = long_of({"plan": plans.reset_index(drop=True)})
+    assert [None if pd.isna(v) else v for v in long["value"]] == ["team", None, "free"]
+
+
+def test_long_format_of_no_rows_has_the_long_columns_and_types(seed):
+    X, _, long = explained_long(seed, n=20)
+    empty = explain.ShapResult(np.zeros((0, len(FEATURES))), -1.0, np.zeros(0), tuple(FEATURES), 0.0)
+    nothing = explain.long_format(empty, X.iloc[:0], model="churn", specs=SPECS, platt_slope=1.0)
+    assert list(nothing.columns) == list(explain.LONG_COLUMNS)
+    assert len(nothing) == 0
+    pd.testing.assert_series_equal(nothing.dtypes, long.dtypes)
+    reasons = explain.top_reasons(nothing, SPECS)
+    assert len(reasons) == 0
+    assert list(reasons.columns) == [*explain.LONG_COLUMNS[:3], "rank", *explain.LONG_COLUMNS[3:], "sentence"]
+    change = explain.attribute_change(nothing, long, SPECS)
+    assert len(change.accounts) == len(change.features) == len(change.groups) == 0
+
+
 def test_group_sums_equal_feature_sums(seed):
     _, result, long = explained_long(seed)
     groups = explain.group_contributions(long, SPECS)
@@ -410,6 +512,62 @@ def test_reason_sentence_reads_from_the_catalog_and_the_prior_window():
     ]
 
 
+def test_top_reasons_do_not_depend_on_the_order_of_rows(seed):
+    _, _, long = explained_long(seed, n=200)
+    reasons = explain.top_reasons(long, SPECS, k=3)
+    shuffled = explain.top_reasons(long.sample(frac=1.0, random_state=seed), SPECS, k=3)
+    key = ["account_id", "rank"]
+    pd.testing.assert_frame_equal(
+        reasons.sort_values(key).reset_index(drop=True), shuffled.sort_values(key).reset_index(drop=True)
+    )
+
+
+def test_top_reasons_break_ties_by_feature_name_and_say_no_data_for_missing_values():
+    long = pd.DataFrame(
+        {
+            "account_id": "a1",
+            "as_of": AS_OF,
+            "model": "churn",
+            "feature": ["mrr", "dau_mau_30d", "seats_used_share"],
+            "group": ["commercial", "stickiness", "seats"],
+            "value": pd.array([None, "0.25", "0.5"], dtype="str"),
+            "shap_log_odds": [-0.2, 0.2, 0.2],  # equal strength: alphabetical order
+            "pes_points": [2.0, -2.0, -2.0],
+        }
+    )
+    for value in (long["value"], long["value"].astype(object), long["value"].astype("category")):
+        reasons = explain.top_reasons(long.assign(value=value), SPECS, k=3)
+        assert reasons["sentence"].tolist() == [
+            "DAU/MAU over the last 30 days: 0.25 \u2014 raises churn risk",
+            "Monthly recurring revenue: no data \u2014 lowers churn risk",
+            "Share of seats in use: 50% \u2014 raises churn risk",
+        ]
+
+
+@pytest.mark.parametrize("k", [1, 3, 8, 9, 40])
+def test_top_k_selection_equals_a_full_lexsort_with_ties_and_nan(seed, k):
+    rng = np.random.default_rng(seed)
+    n = 5000
+    group = rng.integers(0, 300, n)  # interleaved groups
+    strength = -np.abs(rng.integers(0, 6, n).astype(float))  # many ties
+    strength[rng.random(n) < 0.05] = np.nan  # sorts last
+    name = rng.integers(0, 4, n)
+    order = np.lexsort((name, strength, group))
+    starts = np.r_[0, np.flatnonzero(np.diff(group[order])) + 1]
+    rank = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    rows, ranks = explain._first_k(group, strength, name, k)
+    np.testing.assert_array_equal(rows, order[rank < k])
+    np.testing.assert_array_equal(ranks, rank[rank < k])
+
+
+def test_rows_without_an_account_key_are_never_reasons(seed):
+    _, _, long = explained_long(seed, n=50)
+    long.loc[long["account_id"] == "a0003", "account_id"] = np.nan
+    reasons = explain.top_reasons(long, SPECS, k=3)
+    assert reasons["account_id"].notna().all()
+    assert reasons["account_id"].nunique() == 49
+
+
 # --- change attribution -------------------------------------------------------------------------
 
 
@@ -456,3 +614,22 @@ def test_change_attribution_flags_a_model_version_change(seed):
         change.accounts.set_index("account_id")["pes_delta"].to_numpy(),
         atol=1e-9,
     )
+
+
+def test_change_attribution_does_not_depend_on_the_order_of_rows(seed):
+    _, _, previous = explained_long(seed, n=120, as_of=pd.Timestamp("2026-10-25", tz="UTC"))
+    _, _, current = explained_long(seed, n=120, slope=1.3)
+    previous = previous[previous["feature"] != "mrr"]  # a feature only in the current run counts 0 before
+    change = explain.attribute_change(previous, current, SPECS)
+    shuffled = explain.attribute_change(
+        previous.sample(frac=1.0, random_state=seed), current.sample(frac=1.0, random_state=seed + 1), SPECS
+    )
+    for part in ("accounts", "features", "groups"):
+        key = [c for c in ("account_id", "feature", "group") if c in getattr(change, part).columns]
+        ordered, unordered = (
+            getattr(c, part).sort_values(key).reset_index(drop=True) for c in (change, shuffled)
+        )
+        pd.testing.assert_frame_equal(ordered, unordered, check_exact=False, rtol=0, atol=1e-9)
+    mrr = change.features[change.features["feature"] == "mrr"].set_index("account_id")["delta_points"]
+    now = current[current["feature"] == "mrr"].set_index("account_id")["pes_points"]
+    np.testing.assert_allclose(mrr, now.loc[mrr.index], rtol=0, atol=1e-12)
