@@ -175,7 +175,7 @@ def test_trees_past_the_fast_path_limits_fall_back_to_lightgbm_exactly(seed, mon
     packed = treeshap.pack_model(text, table_budget_bytes=half)  # half of the trees by table size
     assert packed.fallback_trees.size > 0
     assert packed.fast_trees.size > 0
-    monkeypatch.setattr(explain, "_packed_model", lambda *_: packed)
+    monkeypatch.setattr(explain.contributions, "_packed_model", lambda *_: packed)
     result = explain.shap_values(booster, X[FEATURES])
     np.testing.assert_allclose(result.contributions, contrib(booster, X)[:, :-1], rtol=0, atol=1e-9)
 
@@ -555,7 +555,7 @@ def test_top_k_selection_equals_a_full_lexsort_with_ties_and_nan(seed, k):
     order = np.lexsort((name, strength, group))
     starts = np.r_[0, np.flatnonzero(np.diff(group[order])) + 1]
     rank = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
-    rows, ranks = explain._first_k(group, strength, name, k)
+    rows, ranks = explain.reasons._first_k(group, strength, name, k)
     np.testing.assert_array_equal(rows, order[rank < k])
     np.testing.assert_array_equal(ranks, rank[rank < k])
 
