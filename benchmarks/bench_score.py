@@ -5,15 +5,25 @@ Three measurements, each in a fresh subprocess (so each reports its own peak RSS
 1. ``prepare`` (cached in ``--work``): simulate a small SaaS (700 accounts x 540 days), ingest,
    train the churn + expansion models and promote them to ``@champion`` in a local MLflow store.
 2. ``frame --accounts N``: build the real FeatureFrame of the simulated accounts at one as_of,
-   resample its rows to N accounts (new ids), and time, on the registered model:
-   encode, predict (raw log-odds, both models), SHAP (:func:`pes_ml.explain.shap_values`,
-   both models, additivity check included), the whole :func:`pes_ml.score.score_features`
-   (adds PES points, long table, top-k reason sentences, tiers) and the run-store write
-   (:meth:`RunStore.write_run`: scores + long SHAP table, fsync, rename, pointer swap).
+   resample its rows to N accounts (new ids), and run the chunked scoring path of
+   ``pes-ml score`` on the registered model (:func:`pes_ml.score.score_chunks`, chunks of
+   ``--chunk-accounts``, streamed into a run of :meth:`RunStore.begin_run`), timing four phases,
+   each with its own peak RSS (the kernel's high-water mark is reset when a phase starts,
+   ``/proc/self/clear_refs``; per-chunk phases report their largest chunk):
+
+   - ``features``: build the real FeatureFrame and resample it to N rows;
+   - ``predict``: encode + raw log-odds of both models for all accounts, a chunk at a time
+     (what the drift check needs before any SHAP);
+   - ``shap``: time inside :func:`pes_ml.explain.shap_values` (both models, additivity check);
+   - ``reasons``: the rest of :func:`pes_ml.score.score_features` (probabilities, PES points,
+     long table, top-k reason sentences, tiers);
+   - ``write``: :meth:`RunWriter.add_reasons` per chunk + the commit (scores, fsync, rename,
+     pointer swap).
+
    Baseline in the same run: ``shap.TreeExplainer(booster).shap_values(X)`` on the first
    ``--baseline-rows`` rows of the same matrix (it is ~10x slower, so a subset; rows/s compared),
-   with the max abs difference to ours. ``--spark`` also times
-   :func:`pes_ml.score_spark.score_features_spark` (local[*]) on the same frame.
+   with the max abs difference to ours (``--baseline-rows 0`` skips it). ``--spark`` also times
+   :func:`pes_ml.score_spark.score_features_spark` (local[*]) on the whole frame.
 3. ``e2e --accounts A --days D``: simulate A accounts x D days (another seed), point a config at
    it with the champion above, and run ``pes-ml score --as-of ... --allow-drift`` as a subprocess
    (ingest + features + scoring + SHAP + drift + write), reporting the manifest's timings.
@@ -22,6 +32,8 @@ Run::
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_score.py --accounts 100000 \
         --e2e-accounts 5000 --e2e-days 365
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_score.py --accounts 1000000 \
+        --chunk-accounts 100000 --baseline-rows 0
 
 The machine may be shared: the load average is printed before and after.
 """
@@ -35,6 +47,8 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +58,7 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_AS_OF = "2025-06-01"
+CHANGE_AS_OF = "2025-07-01"
 
 
 def _peak_rss_mib() -> float:
@@ -51,6 +66,37 @@ def _peak_rss_mib() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the peak RSS (VmHWM) to the current RSS; False where the kernel does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+class _Phases:
+    """Seconds and peak RSS (MiB) per phase; a phase may be entered many times (once per chunk)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.peak_rss_mib: dict[str, float] = {}
+        self.current: str | None = None
+        self.started = time.perf_counter()
+        self.peak_resets = True
+
+    def switch(self, phase: str | None) -> str | None:
+        """End the current phase (record its time and peak) and start ``phase``; return the old one."""
+        now = time.perf_counter()
+        previous = self.current
+        if previous is not None:
+            self.seconds[previous] = self.seconds.get(previous, 0.0) + now - self.started
+            self.peak_rss_mib[previous] = max(self.peak_rss_mib.get(previous, 0.0), _peak_rss_mib())
+        self.peak_resets &= _reset_peak_rss()
+        self.current, self.started = phase, now
+        return previous
 
 
 def _raw_config(work: Path, data: Path, store: str) -> dict[str, Any]:
@@ -103,82 +149,157 @@ def _timed(fn: Any) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
-def frame(work: Path, accounts: int, baseline_rows: int, spark: bool, seed: int) -> dict[str, Any]:
+def frame(
+    work: Path, accounts: int, baseline_rows: int, spark: bool, seed: int, chunk_accounts: int, change: bool
+) -> dict[str, Any]:
     import numpy as np
-    import shap
+    import pandas as pd
 
     from pes_ml import explain
     from pes_ml.features import build_features
     from pes_ml.registry import load_pes_model
-    from pes_ml.run_contract import new_run_id
-    from pes_ml.score import _with_model_vocabulary, score_features
+    from pes_ml.score import _with_model_vocabulary, score_chunks
     from pes_ml.store import RunStore
 
     config = _config(work, work / "train-sim")
     model, version = load_pes_model(config)
-    seconds: dict[str, float] = {}
-    seconds["features_real"], real = _timed(
-        lambda: build_features(_with_model_vocabulary(config, model), [TRAIN_AS_OF])
-    )
-    rng = np.random.default_rng(seed)
-    features = real.iloc[rng.integers(0, len(real), accounts)].reset_index(drop=True)
-    features["account_id"] = [f"b{i:07d}" for i in range(accounts)]
-    features["account_id"] = features["account_id"].astype("str")
-
-    seconds["encode"], matrix = _timed(lambda: model.encoder.transform(features))
     boosters = {name: outcome.booster for name, outcome in model.outcomes.items() if name != "conversion"}
-    explain.shap_values(next(iter(boosters.values())), matrix.head(100))  # numba JIT warm-up, not timed
-    seconds["predict"] = 0.0
-    seconds["shap"] = 0.0
-    for booster in boosters.values():
-        elapsed, _ = _timed(lambda b=booster: b.predict(matrix, raw_score=True))
-        seconds["predict"] += elapsed
-        elapsed, _ = _timed(lambda b=booster: explain.shap_values(b, matrix))
-        seconds["shap"] += elapsed
-    run_id = new_run_id()
-    options = {"model_name": "pes", "model_version": version, "run_id": run_id, "top_reasons": 3}
-    seconds["score_features"], (scores, reasons) = _timed(lambda: score_features(features, model, **options))
-    store = RunStore(work / f"bench-runs-{accounts}")
-    seconds["write"], _ = _timed(
-        lambda: store.write_run(TRAIN_AS_OF, scores, reasons, {"bench": True}, run_id=run_id)
-    )
-    rss_after_score = _peak_rss_mib()
+    phases = _Phases()
 
-    # Baseline: shap's TreeExplainer on the same model and the first rows of the same matrix.
-    subset = matrix.head(baseline_rows)
-    baseline_rows_s, max_diff = {}, 0.0
-    for name, booster in boosters.items():
-        ours = explain.shap_values(booster, subset).contributions
-        elapsed, theirs = _timed(lambda b=booster: shap.TreeExplainer(b).shap_values(subset.to_numpy()))
-        baseline_rows_s[name] = len(subset) / elapsed
-        max_diff = max(max_diff, float(np.max(np.abs(np.asarray(theirs) - ours))))
-    result = {
+    phases.switch("features")
+    real = build_features(_with_model_vocabulary(config, model), [TRAIN_AS_OF])
+    rng = np.random.default_rng(seed)
+    ids = pd.array([f"b{i:07d}" for i in range(accounts)], dtype="str")
+
+    def resampled(as_of: str) -> pd.DataFrame:
+        frame = real.iloc[rng.integers(0, len(real), accounts)].reset_index(drop=True)
+        frame["account_id"] = ids
+        frame["as_of"] = pd.Timestamp(as_of, tz="UTC").as_unit(frame["as_of"].dt.unit)
+        return frame
+
+    features = resampled(TRAIN_AS_OF)
+
+    phases.switch("predict")
+    for start in range(0, accounts, chunk_accounts):
+        matrix = model.encoder.transform(features.iloc[start : start + chunk_accounts])
+        for name in boosters:
+            model.outcomes[name].raw(matrix)
+    del matrix
+    phases.switch(None)
+
+    explain.shap_values(next(iter(boosters.values())), model.encoder.transform(features.head(100)))  # JIT
+    real_shap_values = explain.shap_values
+
+    def timed_shap(*args: Any, **kwargs: Any) -> Any:
+        outer = phases.switch("shap")
+        try:
+            return real_shap_values(*args, **kwargs)
+        finally:
+            phases.switch(outer)
+
+    step_phase = {"shap_and_reasons": "reasons", "change": "change", "write_reasons": "write"}
+
+    @contextmanager
+    def timer(step: str) -> Iterator[None]:
+        phases.switch(step_phase[step])
+        try:
+            yield
+        finally:
+            phases.switch(None)
+
+    store = RunStore(work / f"bench-runs-{accounts}")
+
+    def score_run(frame: pd.DataFrame, as_of: str, previous: Any) -> tuple[str, pd.DataFrame, int]:
+        with store.begin_run(as_of) as run:
+            scores = score_chunks(
+                frame,
+                model,
+                run,
+                model_name="pes",
+                model_version=version,
+                chunk_accounts=chunk_accounts,
+                top_reasons=3,
+                previous=previous,
+                timer=timer,
+            )
+            phases.switch("write")
+            run_id = run.commit(scores, {"bench": True, "chunk_accounts": chunk_accounts})
+            phases.switch(None)
+            return run_id, scores, run.reason_rows
+
+    explain.shap_values = timed_shap  # type: ignore[assignment]
+    try:
+        run_id, scores, reason_rows = score_run(features, TRAIN_AS_OF, None)
+        seconds_first = dict(phases.seconds)
+        if change:
+            # A second as_of for the same accounts, each resampled from another real account, with
+            # change attribution against the first run (read a chunk of accounts at a time).
+            if not spark:  # as in a real job, only one as_of's frames in memory (baseline: first rows)
+                features, scores = features.head(baseline_rows), scores.head(0)
+            phases.switch("features")
+            later = resampled(CHANGE_AS_OF)
+            phases.switch(None)
+            with store.open_reasons(run_id) as previous:
+                later_run_id, later_scores, _ = score_run(later, CHANGE_AS_OF, previous)
+    finally:
+        explain.shap_values = real_shap_values  # type: ignore[assignment]
+
+    scoring = seconds_first["shap"] + seconds_first["reasons"] + seconds_first["write"]
+    result: dict[str, Any] = {
         "accounts": accounts,
+        "chunk_accounts": chunk_accounts,
+        "chunks": -(-accounts // chunk_accounts),
         "features": len(model.encoder.feature_names),
         "trees": {n: b.num_trees() for n, b in boosters.items()},
-        "reason_rows": len(reasons),
-        "seconds": {k: round(v, 2) for k, v in seconds.items()},
-        "shap_rows_per_s_per_model": round(accounts * len(boosters) / seconds["shap"] / len(boosters), 1),
-        "baseline_rows": len(subset),
-        "baseline_rows_per_s_per_model": {k: round(v, 1) for k, v in baseline_rows_s.items()},
-        "max_abs_diff_vs_shap": max_diff,
-        "accounts_per_s_score_features": round(accounts / seconds["score_features"], 1),
-        "accounts_per_s_score_and_write": round(accounts / (seconds["score_features"] + seconds["write"]), 1),
-        "peak_rss_mib_score": round(rss_after_score, 0),
+        "reason_rows": reason_rows,
+        "seconds": {k: round(v, 2) for k, v in seconds_first.items()},
+        "accounts_per_s": {
+            "predict": round(accounts / seconds_first["predict"], 1),
+            "shap": round(accounts / seconds_first["shap"], 1),
+            "shap_reasons_write": round(accounts / scoring, 1),
+        },
+        "shap_rows_per_s_per_model": round(accounts / seconds_first["shap"], 1),  # each model: all rows
+        "store_bytes": sum(f.stat().st_size for f in store.get_run(run_id).path.rglob("*") if f.is_file()),
     }
+    if change:
+        result["second_run_with_change_seconds"] = {
+            k: round(v - seconds_first.get(k, 0.0), 2) for k, v in phases.seconds.items()
+        }
+        result["accounts_with_pes_delta"] = int(later_scores["pes_delta"].notna().sum())
+        result["second_run_id"] = later_run_id
+    result["peak_rss_mib"] = {k: round(v) for k, v in phases.peak_rss_mib.items()}
+    result["peak_rss_is_per_phase"] = phases.peak_resets
+    if store.verify():
+        raise SystemExit(f"run store inconsistent: {store.verify()}")
+
+    if baseline_rows:
+        import shap
+
+        # Baseline: shap's TreeExplainer on the same model and the first rows of the same matrix.
+        subset = model.encoder.transform(features.head(baseline_rows))
+        baseline_rows_s, max_diff = {}, 0.0
+        for name, booster in boosters.items():
+            ours = explain.shap_values(booster, subset).contributions
+            elapsed, theirs = _timed(lambda b=booster: shap.TreeExplainer(b).shap_values(subset.to_numpy()))
+            baseline_rows_s[name] = len(subset) / elapsed
+            max_diff = max(max_diff, float(np.max(np.abs(np.asarray(theirs) - ours))))
+        result["baseline_rows"] = len(subset)
+        result["baseline_rows_per_s_per_model"] = {k: round(v, 1) for k, v in baseline_rows_s.items()}
+        result["max_abs_diff_vs_shap"] = max_diff
     if spark:
         from pes_ml.engine import spark_session
         from pes_ml.score_spark import score_features_spark
 
+        options = {"model_name": "pes", "model_version": version, "run_id": run_id, "top_reasons": 3}
         session = spark_session("local[*]")
         score_features_spark(features.head(1000), model, spark=session, **options)  # start executors
-        seconds["spark_score"], (spark_scores, _) = _timed(
+        spark_seconds, (spark_scores, _) = _timed(
             lambda: score_features_spark(features, model, spark=session, **options)
         )
-        result["spark_seconds"] = round(seconds["spark_score"], 2)
-        result["spark_accounts_per_s"] = round(accounts / seconds["spark_score"], 1)
+        result["spark_seconds"] = round(spark_seconds, 2)
+        result["spark_accounts_per_s"] = round(accounts / spark_seconds, 1)
         result["spark_max_abs_pes_diff"] = float(np.max(np.abs(spark_scores["pes"] - scores["pes"])))
-    result["peak_rss_mib"] = round(_peak_rss_mib(), 0)
+    result["peak_rss_mib_process"] = round(max(phases.peak_rss_mib.values()), 0)
     return result
 
 
@@ -232,7 +353,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "score")
     parser.add_argument("--accounts", default="100000", help="comma-separated frame sizes")
-    parser.add_argument("--baseline-rows", type=int, default=5000)
+    parser.add_argument("--baseline-rows", type=int, default=5000, help="0: skip the shap baseline")
+    parser.add_argument("--chunk-accounts", type=int, default=100_000, help="accounts per scoring chunk")
+    parser.add_argument("--change", action="store_true", help="also score a second as_of with change")
     parser.add_argument("--spark", action="store_true", help="also time the Spark scoring job")
     parser.add_argument("--e2e-accounts", type=int, default=0, help="0: skip the end-to-end run")
     parser.add_argument("--e2e-days", type=int, default=365)
@@ -245,7 +368,16 @@ def main() -> None:
         print(json.dumps(prepare(args.work)))
         return
     if args.step == "frame":
-        print(json.dumps(frame(args.work, int(args.accounts), args.baseline_rows, args.spark, args.seed)))
+        result = frame(
+            args.work,
+            int(args.accounts),
+            args.baseline_rows,
+            args.spark,
+            args.seed,
+            args.chunk_accounts,
+            args.change,
+        )
+        print(json.dumps(result))
         return
     if args.step == "e2e":
         print(json.dumps(e2e(args.work, args.e2e_accounts, args.e2e_days, args.e2e_as_of)))
@@ -254,9 +386,10 @@ def main() -> None:
     print(f"date {time.strftime('%Y-%m-%d %H:%M')} machine {os.cpu_count()} cores {platform.machine()}")
     print(f"load average before: {os.getloadavg()}")
     common = ["--work", str(args.work), "--baseline-rows", str(args.baseline_rows), "--seed", str(args.seed)]
+    common += ["--chunk-accounts", str(args.chunk_accounts)]
     print("prepare", _subprocess(["--step", "prepare", *common]), flush=True)
     for size in args.accounts.split(","):
-        extra = ["--spark"] if args.spark else []
+        extra = (["--spark"] if args.spark else []) + (["--change"] if args.change else [])
         print(
             "frame",
             json.dumps(_subprocess(["--step", "frame", "--accounts", size, *common, *extra])),

@@ -93,6 +93,19 @@ def _check_as_of(frame: pd.DataFrame, key: str, name: str) -> None:
         )
 
 
+def check_run_id(run_id: str) -> str:
+    """A run id is a plain folder name: not empty, no ``/``, not hidden.
+
+    Raises
+    ------
+    DataContractError
+        If it is not.
+    """
+    if not run_id or "/" in run_id or run_id.startswith("."):
+        raise DataContractError(f"A run id must be a plain folder name. Got {run_id!r} instead.")
+    return run_id
+
+
 def _resolve_run_id(scores: pd.DataFrame, run_id: str | None) -> str:
     stamped = scores[S.RUN_ID].dropna().unique() if S.RUN_ID in scores.columns else []
     if len(stamped) > 1 or (run_id is not None and len(stamped) == 1 and stamped[0] != run_id):
@@ -100,10 +113,48 @@ def _resolve_run_id(scores: pd.DataFrame, run_id: str | None) -> str:
             f"The scores frame is stamped with run id(s) {', '.join(map(str, stamped[:3]))}, "
             f"but the run id is {run_id!r}. Stamp every row with the one run id."
         )
-    resolved = run_id or (str(stamped[0]) if len(stamped) == 1 else new_run_id())
-    if not resolved or "/" in resolved or resolved.startswith("."):
-        raise DataContractError(f"A run id must be a plain folder name. Got {resolved!r} instead.")
-    return resolved
+    return check_run_id(run_id or (str(stamped[0]) if len(stamped) == 1 else new_run_id()))
+
+
+def validate_scores(
+    as_of: str | date | datetime | pd.Timestamp, scores: pd.DataFrame, run_id: str | None = None
+) -> tuple[str, str]:
+    """Check a run's scores (columns, one as_of, one row per account); return its as_of key and run id.
+
+    The run id is ``run_id`` when given, else the scores' ``run_id`` column when it
+    holds one value, else a new one.
+
+    Raises
+    ------
+    DataContractError
+        If the scores miss a required column, hold rows of another as_of, repeat an
+        account, or are stamped with another run id.
+    """
+    key = as_of_key(as_of)
+    _check_columns(scores, SCORE_REQUIRED, "scores")
+    _check_as_of(scores, key, "scores")
+    duplicated = scores[S.ACCOUNT_ID].duplicated()
+    if duplicated.any():
+        examples = ", ".join(map(str, scores.loc[duplicated, S.ACCOUNT_ID].head(3)))
+        raise DataContractError(
+            f"The scores frame holds {int(duplicated.sum())} repeated account_id(s) (e.g. {examples}); "
+            "expected one row per account."
+        )
+    return key, _resolve_run_id(scores, run_id)
+
+
+def validate_reasons(as_of: str | date | datetime | pd.Timestamp, reasons: pd.DataFrame) -> str:
+    """Check (a chunk of) a run's long SHAP table: columns and one as_of; return the as_of key.
+
+    Raises
+    ------
+    DataContractError
+        If the frame misses a required column or holds rows of another as_of.
+    """
+    key = as_of_key(as_of)
+    _check_columns(reasons, REASON_REQUIRED, "reasons")
+    _check_as_of(reasons, key, "reasons")
+    return key
 
 
 def validate_run(
@@ -123,19 +174,9 @@ def validate_run(
         If a frame misses a required column, holds rows of another as_of, repeats an
         account, or is stamped with another run id.
     """
-    key = as_of_key(as_of)
     _check_columns(scores, SCORE_REQUIRED, "scores")
-    _check_columns(reasons, REASON_REQUIRED, "reasons")
-    _check_as_of(scores, key, "scores")
-    _check_as_of(reasons, key, "reasons")
-    duplicated = scores[S.ACCOUNT_ID].duplicated()
-    if duplicated.any():
-        examples = ", ".join(map(str, scores.loc[duplicated, S.ACCOUNT_ID].head(3)))
-        raise DataContractError(
-            f"The scores frame holds {int(duplicated.sum())} repeated account_id(s) (e.g. {examples}); "
-            "expected one row per account."
-        )
-    return key, _resolve_run_id(scores, run_id)
+    validate_reasons(as_of, reasons)
+    return validate_scores(as_of, scores, run_id)
 
 
 __all__ = [
@@ -147,6 +188,9 @@ __all__ = [
     "SCORE_REQUIRED",
     "SHAP_LOG_ODDS",
     "as_of_key",
+    "check_run_id",
     "new_run_id",
+    "validate_reasons",
     "validate_run",
+    "validate_scores",
 ]

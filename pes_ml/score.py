@@ -2,9 +2,19 @@
 
 One scoring run::
 
-    lock(as_of) -> champion model -> ingest -> features(as_of) -> safety checks
-      -> probabilities, PES, tiers -> exact SHAP (both models) -> reasons
-      -> change since the previous run -> run store (atomic commit)
+    lock(as_of) -> champion model -> ingest -> features(as_of) -> signature check
+      -> PES of every account (raw predictions, no SHAP) -> drift check
+      -> for each chunk of ``score.chunk_accounts`` accounts:
+           probabilities, PES, tiers, exact SHAP (both models), reasons,
+           change since the previous run (that run's reasons of these accounts only)
+           -> the chunk's long SHAP table streamed into the run's staging folder
+      -> scores of all accounts + manifest -> run store commit (atomic)
+
+Memory is bounded by the chunk size, not the number of accounts: the FeatureFrame and
+the scores (one row per account) are held whole, the long SHAP table (accounts x
+features x 2 models rows) only one chunk at a time. Every output of
+:func:`score_features` depends on its own account only, so the chunks give the same
+scores, reasons and changes as one pass.
 
 Fault injection: each step calls ``_stage(name)`` (names in :data:`FAULT_STAGES`), a
 no-op unless a test seam is installed — the CLI installs one when ``PES_FAULT_STAGE``
@@ -13,9 +23,12 @@ is set (see ``pes_ml.cli``), and the reliability tests SIGKILL the job there.
 Safety checks happen before anything is written: the feature columns must match
 the model's signature, drift (PSI per feature and of the score) above the error
 threshold stops the run unless ``allow_drift``, unseen categories are reported,
-and zero accounts is an error rather than an empty success. The as_of lock is
-held for the whole run, so a second job for the same as_of stops before it
-spends any compute.
+and zero accounts is an error rather than an empty success. Drift is checked on all
+accounts *before* SHAP: it needs only the features and the PES, which raw predictions
+give in a few seconds (the same ``booster.predict(raw_score=True)`` that SHAP's
+additivity check uses), so a drifted run fails before the expensive part and before
+the store is touched (not even a staging folder). The as_of lock is held for the
+whole run, so a second job for the same as_of stops before it spends any compute.
 """
 
 from __future__ import annotations
@@ -25,7 +38,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,11 +50,11 @@ from pes_ml import explain
 from pes_ml import schemas as S
 from pes_ml.config import PesConfig
 from pes_ml.drift import DriftReport, check_drift
-from pes_ml.errors import DataContractError, DriftError
+from pes_ml.errors import DataContractError, DriftError, StoreError
 from pes_ml.locking import run_lock
 from pes_ml.model import PROBABILITY_COLUMNS, PesModel, assign_tiers
 from pes_ml.progress import NoProgress, Progress
-from pes_ml.store import RunStore
+from pes_ml.store import ReasonReader, RunStore, RunWriter
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +87,11 @@ FAULT_STAGES = (
     "drift_checked",
     "change_attributed",
 )
-"""The named points of a scoring run where a test seam may pause it (the store adds its own)."""
+"""The named points of a scoring run where a test seam may pause it (the store adds its own).
+
+In run order: ``drift_checked`` comes right after ``signature_checked``; the SHAP stages
+(``churn_started`` ... ``reasons_ranked``) repeat for every chunk; ``change_attributed``
+is reached once every chunk is scored and staged, just before the commit."""
 
 # A test seam, like pes_ml.store._stage_hook: called with each stage name; None in production.
 _stage_hook: Callable[[str], None] | None = None
@@ -87,25 +104,38 @@ def _stage(name: str) -> None:
 
 @dataclass(frozen=True)
 class ScoreRun:
-    """What one scoring run committed to the run store."""
+    """What one scoring run committed to the run store.
+
+    The long SHAP table is not held in memory (it is accounts x features x 2 models rows):
+    :attr:`reasons` reads it back from the store.
+    """
 
     run_id: str
     as_of: str
     scores: pd.DataFrame
-    reasons: pd.DataFrame
     manifest: dict[str, Any]
     drift: DriftReport
+    store: RunStore
+
+    @property
+    def reasons(self) -> pd.DataFrame:
+        """The run's long SHAP table, read from the run store (while the run is committed)."""
+        return self.store.read_reasons(self.run_id)
 
 
 class _Timer:
+    """Seconds per step; a step timed several times (once per chunk) adds up."""
+
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, step: str) -> Iterator[None]:
         start = time.perf_counter()
-        yield
-        self.seconds[step] = round(time.perf_counter() - start, 3)
+        try:
+            yield
+        finally:
+            self.seconds[step] = round(self.seconds.get(step, 0.0) + time.perf_counter() - start, 3)
 
 
 def check_feature_signature(features: pd.DataFrame, model: PesModel, model_version: str) -> None:
@@ -280,21 +310,140 @@ def _scorer(config: PesConfig) -> Callable[..., tuple[pd.DataFrame, pd.DataFrame
 
 
 def _add_change(
-    scores: pd.DataFrame, reasons: pd.DataFrame, store: RunStore, as_of: str, specs: dict[str, Any]
-) -> dict[str, Any] | None:
-    previous = store.previous_run(as_of)
+    scores: pd.DataFrame, reasons: pd.DataFrame, previous: ReasonReader | None, specs: dict[str, Any]
+) -> None:
+    """Fill ``pes_delta`` and ``what_changed`` of a chunk's scores from the previous run.
+
+    Reads only the previous run's churn reasons of the chunk's accounts, so the previous
+    long table is never loaded whole.
+    """
+    scores["pes_delta"] = np.nan
+    scores["what_changed"] = ""
     if previous is None:
-        scores["pes_delta"] = np.nan
-        scores["what_changed"] = ""
-        return None
-    before = store.read_reasons(previous.run_id)
-    change = explain.attribute_change(
-        before[before[explain.MODEL] == "churn"], reasons[reasons[explain.MODEL] == "churn"], specs
-    )
+        return
+    before = previous.read(accounts=scores[S.ACCOUNT_ID].tolist(), model="churn")
+    if before.empty:  # none of these accounts was scored by the previous run
+        return
+    change = explain.attribute_change(before, reasons[reasons[explain.MODEL] == "churn"], specs)
     accounts = change.accounts.set_index(S.ACCOUNT_ID)
-    scores["pes_delta"] = scores[S.ACCOUNT_ID].map(accounts["pes_delta"])
+    scores["pes_delta"] = scores[S.ACCOUNT_ID].map(accounts["pes_delta"]).astype("float64")
     scores["what_changed"] = scores[S.ACCOUNT_ID].map(accounts["sentence"]).fillna("").astype("str")
-    return {"previous_run_id": previous.run_id, "previous_as_of": str(previous.as_of)}
+
+
+def _previous_reasons(store: RunStore, as_of: str) -> ReasonReader | None:
+    """The reasons of the latest committed run before ``as_of``, opened (pinned) for the whole run."""
+    for _attempt in range(3):
+        previous = store.previous_run(as_of)
+        if previous is None:
+            return None
+        try:
+            return store.open_reasons(previous.run_id)
+        except StoreError:
+            after = store.previous_run(as_of)
+            if after is not None and after.run_id == previous.run_id:
+                raise  # not replaced meanwhile: a real read error
+    raise StoreError(f"The run before as_of {as_of} keeps being replaced; rerun when its backfill ends.")
+
+
+def predicted_pes(features: pd.DataFrame, model: PesModel, chunk_accounts: int) -> np.ndarray:
+    """The PES of every account from raw predictions (no SHAP), a chunk at a time; NaN without a churn model.
+
+    The same raw log-odds as :func:`pes_ml.explain.shap_values` returns (both call
+    ``booster.predict(raw_score=True)``), hence the same PES as :func:`score_features`.
+    """
+    churn = model.outcomes.get("churn")
+    if churn is None:
+        return np.full(len(features), np.nan)
+    parts = [
+        churn.points(churn.raw(model.encoder.transform(features.iloc[start : start + chunk_accounts])))
+        for start in range(0, len(features), chunk_accounts)
+    ]
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def score_chunks(
+    features: pd.DataFrame,
+    model: PesModel,
+    run: RunWriter,
+    *,
+    model_name: str,
+    model_version: str,
+    chunk_accounts: int,
+    top_reasons: int = 3,
+    names: pd.Series | None = None,
+    previous: ReasonReader | None = None,
+    scorer: Callable[..., tuple[pd.DataFrame, pd.DataFrame]] = score_features,
+    progress: Progress | None = None,
+    timer: Callable[[str], AbstractContextManager[None]] | None = None,
+) -> pd.DataFrame:
+    """Score a FeatureFrame ``chunk_accounts`` accounts at a time, streaming the long SHAP table into ``run``.
+
+    For each chunk: :func:`score_features` (or ``scorer``), the change since ``previous``
+    (that run's churn reasons of the chunk's accounts only), then
+    :meth:`~pes_ml.store.RunWriter.add_reasons`. Only one chunk's long table is in memory
+    at a time; the scores of all accounts are returned for the caller to commit.
+
+    Parameters
+    ----------
+    features
+        The FeatureFrame at one as_of (one row per account).
+    model
+        The registered model.
+    run
+        The run being written (:meth:`pes_ml.store.RunStore.begin_run`); not committed here.
+    model_name, model_version, top_reasons, names
+        As for :func:`score_features`; the run id is ``run.run_id``.
+    chunk_accounts
+        Accounts per chunk (``score.chunk_accounts``).
+    previous
+        The reasons of the previous committed run (:meth:`~pes_ml.store.RunStore.open_reasons`),
+        for ``pes_delta`` and ``what_changed``; None: no change to attribute.
+    scorer
+        :func:`score_features`, or the Spark job (:func:`pes_ml.score_spark.score_features_spark`).
+    progress
+        Advanced by the accounts of each chunk.
+    timer
+        Called with a step name around each step (``shap_and_reasons``, ``change``,
+        ``write_reasons``); the scoring run's timings.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The scores of every account, in the FeatureFrame's order, with ``pes_delta`` and
+        ``what_changed``: exactly what one chunk of all accounts would give.
+    """
+    progress = progress or NoProgress()
+    steps = timer or (lambda _step: nullcontext())
+    specs = model.specs()
+    n_chunks = -(-len(features) // chunk_accounts)
+    parts = []
+    for number, start in enumerate(range(0, len(features), chunk_accounts), start=1):
+        batch = features.iloc[start : start + chunk_accounts]
+        with steps("shap_and_reasons"):
+            scores, reasons = scorer(
+                batch,
+                model,
+                model_name=model_name,
+                model_version=model_version,
+                run_id=run.run_id,
+                top_reasons=top_reasons,
+                names=names,
+            )
+        with steps("change"):
+            _add_change(scores, reasons, previous, specs)
+        with steps("write_reasons"):
+            run.add_reasons(reasons)
+        parts.append(scores)
+        logger.info(
+            "Chunk %d/%d: %d accounts scored, %d reason rows staged",
+            number,
+            n_chunks,
+            len(batch),
+            len(reasons),
+        )
+        del reasons
+        progress.advance(len(batch))
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
 
 def score_accounts(
@@ -364,18 +513,9 @@ def score_accounts(
         check_feature_signature(features, model, model_version)
         _stage("signature_checked")
         run_id = new_run_id()
-        progress.start(f"Scoring {len(features):,} accounts", total=None)
-        with timer("predict_and_shap"):
-            scores, reasons = _scorer(config)(
-                features,
-                model,
-                model_name=config.tracking.model_name,
-                model_version=model_version,
-                run_id=run_id,
-                top_reasons=config.score.top_reasons,
-                names=account_names(config),
-            )
-        drift_frame = features.assign(**{SCORE_REFERENCE: scores[S.PES].to_numpy()})
+        with timer("predict"):
+            pes = predicted_pes(features, model, config.score.chunk_accounts)
+        drift_frame = features.assign(**{SCORE_REFERENCE: pes})
         drift = check_drift(
             drift_frame,
             model.reference,
@@ -385,6 +525,7 @@ def score_accounts(
             # Account age moves forward between training and scoring by construction.
             warn_only=frozenset(n for n, spec in model.specs().items() if spec.group == "tenure"),
         )
+        del drift_frame
         if drift.errors and not allow_drift:
             worst = sorted(drift.errors.items(), key=lambda item: -item[1])[:5]
             listed = ", ".join(f"{name} (PSI {value:.2f})" for name, value in worst)
@@ -394,23 +535,49 @@ def score_accounts(
                 "(a changed export or column mapping?), retrain, or rerun with --allow-drift."
             )
         _stage("drift_checked")
-        change = _add_change(scores, reasons, store, key, model.specs())
-        _stage("change_attributed")
-        manifest = {
-            "as_of": key,
-            "model": {"name": config.tracking.model_name, "version": model_version, "alias": alias},
-            "model_metadata": model.metadata,
-            "metrics": version_metrics(config, model_version),
-            "feature_catalog_version": model.metadata.get("catalog_version"),
-            "input_fingerprints": _fingerprint(config),
-            "reconciliation": recon.to_dict(),
-            "drift": drift.to_dict(),
-            "change": change,
-            "tier_thresholds": model.tier_thresholds,
-            "timings_seconds": timer.seconds,
-            "counts": {"accounts": len(scores), "reason_rows": len(reasons)},
-        }
-        with timer("write"):
-            committed = store.write_run(key, scores, reasons, manifest, run_id=run_id)
+        progress.start(f"Scoring {len(features):,} accounts", total=len(features))
+        chunk = config.score.chunk_accounts
+        n_chunks = -(-len(features) // chunk)
+        # Staging is invisible to readers and removed if anything below fails; the previous run's
+        # reasons stay open (readable) for change attribution even if a backfill replaces that run.
+        with store.begin_run(key, run_id) as run, ExitStack() as stack:
+            before = _previous_reasons(store, key)
+            previous = None if before is None else stack.enter_context(before).run
+            scores = score_chunks(
+                features,
+                model,
+                run,
+                model_name=config.tracking.model_name,
+                model_version=model_version,
+                chunk_accounts=chunk,
+                top_reasons=config.score.top_reasons,
+                names=account_names(config),
+                previous=before,
+                scorer=_scorer(config),
+                progress=progress,
+                timer=timer,
+            )
+            _stage("change_attributed")
+            change = (
+                None
+                if previous is None
+                else {"previous_run_id": previous.run_id, "previous_as_of": str(previous.as_of)}
+            )
+            manifest = {
+                "as_of": key,
+                "model": {"name": config.tracking.model_name, "version": model_version, "alias": alias},
+                "model_metadata": model.metadata,
+                "metrics": version_metrics(config, model_version),
+                "feature_catalog_version": model.metadata.get("catalog_version"),
+                "input_fingerprints": _fingerprint(config),
+                "reconciliation": recon.to_dict(),
+                "drift": drift.to_dict(),
+                "change": change,
+                "tier_thresholds": model.tier_thresholds,
+                "timings_seconds": dict(timer.seconds),
+                "counts": {"accounts": len(scores), "reason_rows": run.reason_rows, "chunks": n_chunks},
+            }
+            with timer("commit"):
+                committed = run.commit(scores, manifest)
     logger.info("Scored %d accounts at as_of %s as run %s (%s)", len(scores), key, committed, timer.seconds)
-    return ScoreRun(committed, key, scores, reasons, manifest, drift)
+    return ScoreRun(committed, key, scores, manifest, drift, store)

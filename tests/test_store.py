@@ -490,3 +490,240 @@ def test_a_column_arrow_cannot_store_is_a_contract_error_and_leaves_nothing_behi
         store.write_run("2024-06-01", scores, make_reasons("2024-06-01", 2), {})
     assert assert_complete_run(store, "2024-06-01", {1}) == 1
     assert len(run_folders(store, "2024-06-01")) == 1
+
+
+# --- streaming a run in chunks (format 2: reasons/part-*.parquet) -------------------------------
+def make_chunk(as_of: str, marker: float, accounts: range, seed: int = 0) -> pd.DataFrame:
+    """The long table of some accounts as score_features gives it: all churn rows, then expansion."""
+    rng = np.random.default_rng(seed)
+    ids = [f"acc-{i:06d}" for i in accounts]
+    models = []
+    for model in ("churn", "expansion"):
+        rows = len(ids) * len(FEATURES)
+        models.append(
+            pd.DataFrame(
+                {
+                    "account_id": pd.array(np.repeat(ids, len(FEATURES)), dtype="str"),
+                    "as_of": pd.Timestamp(as_of, tz="UTC"),
+                    "model": pd.array([model] * rows, dtype="str"),
+                    "feature": pd.array(np.tile(FEATURES, len(ids)), dtype="str"),
+                    "group": pd.array(["adoption"] * rows, dtype="str"),
+                    "value": pd.array(rng.random(rows).astype(str), dtype="str"),
+                    "shap_log_odds": rng.normal(size=rows),
+                    "pes_points": float(marker),
+                }
+            )
+        )
+    return pd.concat(models, ignore_index=True)
+
+
+CHUNKS = (range(0, 3), range(3, 6), range(6, 8))
+
+
+def test_a_run_streamed_in_chunks_reads_back_as_one_pass_would_build_it(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs")
+    chunks = [make_chunk("2024-06-01", 7, accounts, seed) for seed, accounts in enumerate(CHUNKS)]
+    with store.begin_run("2024-06-01") as run:
+        for chunk in chunks:
+            run.add_reasons(chunk)
+        run_id = run.commit(make_scores("2024-06-01", 7, n=8), {"marker": 7})
+
+    whole = pd.concat(chunks, ignore_index=True)
+    one_pass = pd.concat([whole[whole["model"] == m] for m in ("churn", "expansion")], ignore_index=True)
+    pd.testing.assert_frame_equal(store.read_reasons(run_id), one_pass)
+    info = store.get_run(run_id)
+    assert info.format_version == store_module.FORMAT_VERSION == 2
+    assert [p.name for p in info.reason_files()] == ["part-00000.parquet", "part-00001.parquet"]
+    assert [pq_row_groups(p) for p in info.reason_files()] == [3, 3]  # a row group per chunk
+    assert info.n_reasons == len(one_pass) == 8 * len(FEATURES) * 2
+    assert not (info.path / "reasons.parquet").exists()
+    assert store.verify() == []
+    assert store.read_manifest(run_id)["run"]["rows"] == {"scores": 8, "reasons": 8 * len(FEATURES) * 2}
+
+
+def pq_row_groups(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(path).metadata.num_row_groups)
+
+
+def test_read_reasons_filters_accounts_and_model_without_loading_the_rest(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs")
+    chunks = [make_chunk("2024-06-01", 7, accounts, seed) for seed, accounts in enumerate(CHUNKS)]
+    with store.begin_run("2024-06-01") as run:
+        for chunk in chunks:
+            run.add_reasons(chunk)
+        run_id = run.commit(make_scores("2024-06-01", 7, n=8), {})
+
+    wanted = ["acc-000001", "acc-000004", "acc-000099"]  # the last one was never scored
+    subset = store.read_reasons(run_id, accounts=wanted, model="churn")
+    full = store.read_reasons(run_id)
+    expected = full[full["account_id"].isin(wanted) & (full["model"] == "churn")].reset_index(drop=True)
+    pd.testing.assert_frame_equal(subset, expected)
+    assert set(subset["account_id"]) == {"acc-000001", "acc-000004"}
+    assert store.read_reasons(run_id, accounts=["nobody"]).empty
+
+
+def stream(store: RunStore, chunks: list[pd.DataFrame], fail: Exception | None = None) -> None:
+    """Stream ``chunks`` into a new run of 2024-06-01; raise ``fail`` after the last one (no commit)."""
+    with store.begin_run("2024-06-01") as run:
+        for chunk in chunks:
+            run.add_reasons(chunk)
+        assert len(run_folders(store, "2024-06-01")) == 2  # the committed run and this run's staging
+        if fail is not None:
+            raise fail
+
+
+def test_an_exception_after_the_second_chunk_keeps_the_previous_run_and_removes_staging(
+    tmp_path: Path,
+) -> None:
+    store = RunStore(tmp_path / "runs")
+    write(store, "2024-06-01", 1)
+    chunks = [make_chunk("2024-06-01", 2, accounts) for accounts in CHUNKS[:2]]
+    with pytest.raises(RuntimeError, match="SHAP failed"):
+        stream(store, chunks, fail=RuntimeError("SHAP failed on chunk 3"))
+
+    assert assert_complete_run(store, "2024-06-01", {1}) == 1
+    assert run_folders(store, "2024-06-01") == [f"run={store.latest_run().run_id}"]  # type: ignore[union-attr]
+    with store.lock("2024-06-01", timeout=0):  # the aborted run released the as_of lock
+        pass
+
+
+def test_a_chunk_that_does_not_match_the_first_aborts_the_run(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs")
+    write(store, "2024-06-01", 1)
+    first = make_chunk("2024-06-01", 2, CHUNKS[0])
+    with pytest.raises(DataContractError, match="must have the same columns"):
+        stream(store, [first, make_chunk("2024-06-01", 2, CHUNKS[1]).assign(extra=1.0)])
+    with pytest.raises(DataContractError, match="rows for as_of 2024-07-01"):
+        stream(store, [make_chunk("2024-07-01", 2, CHUNKS[0])])
+    assert assert_complete_run(store, "2024-06-01", {1}) == 1
+    assert len(run_folders(store, "2024-06-01")) == 1
+
+
+def test_a_finished_run_refuses_more_chunks(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs")
+    with store.begin_run("2024-06-01") as run:
+        run.add_reasons(make_chunk("2024-06-01", 2, CHUNKS[0]))
+        run.commit(make_scores("2024-06-01", 2, n=3), {})
+    with pytest.raises(StoreError, match="is committed; start a new one"):
+        run.add_reasons(make_chunk("2024-06-01", 2, CHUNKS[1]))
+    aborted = store.begin_run("2024-06-01")
+    aborted.abort()
+    with pytest.raises(StoreError, match="is aborted"):
+        aborted.commit(make_scores("2024-06-01", 2, n=3), {})
+
+
+def test_leaving_the_block_without_committing_aborts_the_run(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs")
+    write(store, "2024-06-01", 1)
+    with store.begin_run("2024-06-01") as run:
+        run.add_reasons(make_chunk("2024-06-01", 2, CHUNKS[0]))
+    assert assert_complete_run(store, "2024-06-01", {1}) == 1
+    assert len(run_folders(store, "2024-06-01")) == 1
+
+
+STREAM_AND_PAUSE = """
+import sys, time, pathlib
+from pes_ml.store import RunStore
+from test_store import CHUNKS, make_chunk, make_scores
+path, signal_file = sys.argv[1:3]
+with RunStore(path).begin_run("2024-06-01") as run:
+    for accounts in CHUNKS[:2]:
+        run.add_reasons(make_chunk("2024-06-01", 2, accounts))
+    pathlib.Path(signal_file).write_text("two chunks staged")
+    time.sleep(120)
+"""
+
+
+def test_sigkill_between_chunks_keeps_the_previous_run_and_the_next_write_cleans_up(
+    tmp_path: Path,
+) -> None:
+    store = RunStore(tmp_path / "runs")
+    write(store, "2024-06-01", 1)
+    signal_file = tmp_path / "paused"
+    proc = child(STREAM_AND_PAUSE, str(store.path), str(signal_file))
+    wait_for(signal_file, proc)
+    kill(proc)
+
+    assert assert_complete_run(store, "2024-06-01", {1}) == 1
+    assert len(run_folders(store, "2024-06-01")) == 2  # the dead job's staging, invisible to readers
+    final = write(store, "2024-06-01", 3)
+    assert run_folders(store, "2024-06-01") == [f"run={final}"]
+
+
+def test_verify_reports_a_missing_or_truncated_reason_part(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs")
+    with store.begin_run("2024-06-01") as run:
+        for accounts in CHUNKS:
+            run.add_reasons(make_chunk("2024-06-01", 2, accounts))
+        run.commit(make_scores("2024-06-01", 2, n=8), {})
+    parts = store.latest_run().reason_files()  # type: ignore[union-attr]
+    parts[1].unlink()
+    assert store.verify() == [
+        f"{parts[0].parent}: {8 * len(FEATURES)} rows, manifest says {8 * len(FEATURES) * 2}"
+    ]
+    parts[0].write_bytes(b"not parquet")
+    assert "unreadable" in store.verify()[0]
+    parts[0].unlink()
+    assert store.verify() == [f"{parts[0].parent}: no part-*.parquet file"]
+
+
+def test_runs_of_format_1_are_still_read_and_verified(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs")
+    run_id = write(store, "2024-06-01", 4)
+    reasons = store.read_reasons(run_id)
+    # Turn the run into the format-1 layout: one reasons.parquet, format_version 1.
+    info = store.get_run(run_id)
+    reasons.to_parquet(info.path / "reasons.parquet", index=False)
+    for part in info.reason_files():
+        part.unlink()
+    (info.path / "reasons").rmdir()
+    manifest = json.loads((info.path / "manifest.json").read_text())
+    manifest["run"]["format_version"] = 1
+    (info.path / "manifest.json").write_text(json.dumps(manifest))
+
+    assert store.get_run(run_id).reason_files() == [info.path / "reasons.parquet"]
+    pd.testing.assert_frame_equal(store.read_reasons(run_id), reasons)
+    assert len(store.read_reasons(run_id, accounts=["acc-000002"], model="churn")) == len(FEATURES)
+    assert store.verify() == []
+
+
+def test_an_empty_long_table_is_stored_with_its_columns(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs")
+    scores, reasons = make_scores("2024-06-01", 1), make_reasons("2024-06-01", 1)
+    run_id = store.write_run("2024-06-01", scores, reasons[:0], {})
+    reasons = store.read_reasons(run_id)
+    assert reasons.empty
+    assert list(reasons.columns) == list(REASON_REQUIRED)
+    assert store.verify() == []
+    with store.begin_run("2024-07-01") as run:  # no add_reasons at all
+        empty = run.commit(make_scores("2024-07-01", 1), {})
+    assert list(store.read_reasons(empty).columns) == list(REASON_REQUIRED)
+    assert store.get_run(empty).n_reasons == 0
+
+
+def test_an_open_reason_reader_survives_a_rerun_that_replaces_its_run(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs")
+    first = write(store, "2024-06-01", 1)
+    with store.open_reasons(first) as reader:
+        second = write(store, "2024-06-01", 2)  # replaces the run and deletes its folder
+        assert run_folders(store, "2024-06-01") == [f"run={second}"]
+        rows = reader.read(accounts=["acc-000003"], model="churn")
+    assert reader.run.run_id == first
+    assert len(rows) == len(FEATURES)
+    assert (rows["pes_points"] == 1).all()
+    with pytest.raises(StoreError, match=f"No committed run '{first}'"):
+        store.open_reasons(first)
+
+
+def test_disk_full_while_streaming_chunks_keeps_the_previous_run(tiny_disk: Path) -> None:
+    store = RunStore(tiny_disk / "runs")
+    write(store, "2024-06-01", 1, n=50)
+    big = [make_chunk("2024-06-01", 2, range(i * 4000, (i + 1) * 4000), seed=i) for i in range(4)]
+    full = r"ran out of disk space while writing run .* previous run is intact"
+    with pytest.raises(StoreError, match=full):
+        stream(store, big)  # ~4 MB of random text and floats on a 1 MiB disk
+
+    assert assert_complete_run(store, "2024-06-01", {1}) == 1
+    assert len(run_folders(store, "2024-06-01")) == 1  # the partial staging folder is gone
