@@ -113,7 +113,8 @@ def run_lock(lock_path: Path, what: str, timeout: float = 0.0, poll: float = 0.2
                     holder = _describe_holder(lock_path)
                     raise RunInProgressError(
                         f"{what[:1].upper()}{what[1:]} is already in progress ({holder}). "
-                        f"Wait for it to finish, or remove {lock_path} if that process is gone."
+                        "Wait for it to finish and rerun; the lock frees itself when that process "
+                        f"exits, even if it is killed (never delete {lock_path})."
                     ) from None
                 time.sleep(poll)
     except BaseException:

@@ -51,7 +51,6 @@ from pes_ml import schemas as S
 from pes_ml.config import PesConfig
 from pes_ml.drift import DriftReport, check_drift
 from pes_ml.errors import DataContractError, DriftError, StoreError
-from pes_ml.locking import run_lock
 from pes_ml.model import PROBABILITY_COLUMNS, PesModel, assign_tiers
 from pes_ml.progress import NoProgress, Progress
 from pes_ml.store import ReasonReader, RunStore, RunWriter
@@ -185,20 +184,6 @@ def _with_model_vocabulary(config: PesConfig, model: PesModel) -> PesConfig:
     if not frozen:
         return config
     return config.model_copy(update={"features": config.features.model_copy(update=frozen)})
-
-
-INGEST_LOCK_TIMEOUT_SECONDS = 3600.0
-
-
-def _work_dir_lock(config: PesConfig) -> AbstractContextManager[Path]:
-    """Serialise ingest + feature reads of jobs sharing ``work_dir``.
-
-    ``ingest`` rebuilds ``<work_dir>/.staging`` and republishes ``<work_dir>/clean``; two
-    scoring jobs for different as_of dates (which may run at once) would otherwise
-    delete each other's staging files. Held for seconds, so the other job waits.
-    """
-    lock = Path(config.work_dir) / ".locks" / "ingest.lock"
-    return run_lock(lock, f"an ingest into {config.work_dir}", timeout=INGEST_LOCK_TIMEOUT_SECONDS)
 
 
 def _fingerprint(config: PesConfig) -> dict[str, str]:
@@ -482,7 +467,7 @@ def score_accounts(
         If drift is above the error threshold and ``allow_drift`` is False.
     """
     from pes_ml.features import build_features
-    from pes_ml.ingest import ingest
+    from pes_ml.ingest import ingest, work_dir_lock
     from pes_ml.registry import load_pes_model, version_metrics
     from pes_ml.run_contract import as_of_key, new_run_id
 
@@ -496,8 +481,8 @@ def score_accounts(
         with timer("load_model"):
             model, model_version = load_pes_model(config, alias=alias, version=version)
         _stage("model_loaded")
-        # Jobs for other as_of dates share <work_dir>/clean: one ingest (and read of it) at a time.
-        with _work_dir_lock(config):
+        # Jobs sharing work_dir: one ingest + clean-table read at a time (see ingest.work_dir_lock).
+        with work_dir_lock(config):
             with timer("ingest"):
                 recon = ingest(config, progress=progress)
             _stage("ingested")

@@ -354,7 +354,7 @@ def test_two_runs_for_the_same_as_of_one_wins_the_other_is_told_it_is_in_progres
     assert codes == [0, RunInProgressError.exit_code], results
     message = next(err for code, err in results if code)
     assert "A scoring run for as_of 2024-06-01 is already in progress (pid" in message
-    assert "Wait for it to finish, or remove" in message
+    assert "Wait for it to finish and rerun; the lock frees itself when that process exits" in message
     assert len(store.runs()) == 1
     assert_complete_run(store, "2024-06-01", {1, 2})
 
