@@ -18,7 +18,10 @@ Steps, each a fresh process:
 
 Run (from the project root)::
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_score_scale.py
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_score_scale.py \
+        [--events 103_000_000 --accounts 1_000_000] [--memory-limit 2GB]
+
+(``--events`` is nominal: churned accounts stop early, so 103M nominal is ~100M real events.)
 
 Data and the MLflow store go to ``benchmarks/out/score_scale`` (git-ignored). The machine may be
 shared: the load average is printed before and after.
@@ -49,10 +52,11 @@ AS_OF = "2024-06-29"
 TRAIN_SIZE = (1_000_000, 10_000)
 
 
-def _raw_config(data: Path, name: str) -> dict[str, Any]:
+def _raw_config(data: Path, name: str, memory_limit: str | None = None) -> dict[str, Any]:
     """A config for the generated tables; labels fit its 180 days (14-day horizon, weekly snapshots)."""
     return {
         "work_dir": str(WORK / f"work-{name}"),
+        "duckdb_memory_limit": memory_limit,
         "sources": {
             "events": {"path": str(data / "events.parquet")},
             "subscriptions": {"path": str(data / "subscriptions.parquet")},
@@ -93,7 +97,7 @@ def prepare() -> dict[str, Any]:
     return facts
 
 
-def score(n_events: int, n_accounts: int) -> dict[str, Any]:
+def score(n_events: int, n_accounts: int, memory_limit: str | None) -> dict[str, Any]:
     """Run ``pes-ml score`` on generated data of this size; wall time, peak RSS, manifest timings."""
     import pyarrow.parquet as pq
     import yaml
@@ -106,7 +110,7 @@ def score(n_events: int, n_accounts: int) -> dict[str, Any]:
     generated = time.perf_counter() - started
     name = f"{n_events}_{n_accounts}"
     config_path = WORK / f"score-{name}.yaml"
-    config_path.write_text(yaml.safe_dump(_raw_config(data, name)))
+    config_path.write_text(yaml.safe_dump(_raw_config(data, name, memory_limit)))
     cmd = [str(Path(sys.executable).parent / "pes-ml"), "score", "--config", str(config_path),
            "--as-of", AS_OF, "--allow-drift"]
     started = time.perf_counter()
@@ -149,6 +153,7 @@ def main() -> None:
     )
     parser.add_argument("--events", type=lambda s: int(s.replace("_", "")), default=100_000_000)
     parser.add_argument("--accounts", type=lambda s: int(s.replace("_", "")), default=1_000_000)
+    parser.add_argument("--memory-limit", default="", help="duckdb_memory_limit of the config (e.g. 2GB)")
     parser.add_argument("--step", choices=["prepare", "score"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -156,16 +161,18 @@ def main() -> None:
         print(json.dumps(prepare()))
         return
     if args.step == "score":
-        print(json.dumps(score(args.events, args.accounts)))
+        print(json.dumps(score(args.events, args.accounts, args.memory_limit or None)))
         return
 
     print(f"date {date.today()}, machine {platform.machine()}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()}")
     print("prepare", json.dumps(_child("--step", "prepare")), flush=True)
     small = (args.events // 10, args.accounts // 10)
-    base = _child("--step", "score", "--events", str(small[0]), "--accounts", str(small[1]))
+    limit = ["--memory-limit", args.memory_limit] if args.memory_limit else []
+    print(f"duckdb_memory_limit: {args.memory_limit or 'none'}")
+    base = _child("--step", "score", "--events", str(small[0]), "--accounts", str(small[1]), *limit)
     print(_line("baseline (1/10 size)", base), flush=True)
-    big = _child("--step", "score", "--events", str(args.events), "--accounts", str(args.accounts))
+    big = _child("--step", "score", "--events", str(args.events), "--accounts", str(args.accounts), *limit)
     print(_line("pes-ml score", big), flush=True)
     print(
         f"ratio vs 1/10 size: {big['seconds'] / base['seconds']:.2f}x time (10.00 = linear), "
