@@ -51,6 +51,7 @@ from pes_ml import schemas as S
 from pes_ml.config import PesConfig
 from pes_ml.drift import DriftReport, check_drift
 from pes_ml.errors import DataContractError, DriftError, StoreError
+from pes_ml.features.catalog import CATALOG_VERSION
 from pes_ml.model import PROBABILITY_COLUMNS, PesModel, assign_tiers
 from pes_ml.progress import NoProgress, Progress
 from pes_ml.store import ReasonReader, RunStore, RunWriter
@@ -135,6 +136,24 @@ class _Timer:
             yield
         finally:
             self.seconds[step] = round(self.seconds.get(step, 0.0) + time.perf_counter() - start, 3)
+
+
+def check_catalog_version(model: PesModel, model_version: str) -> bool:
+    """Whether the model was trained on the feature catalog this pes_ml computes; warns when not.
+
+    A different catalog version means some feature definition changed since training:
+    the columns may still match (so the signature check passes) while their meaning moved.
+    Scoring goes on — the manifest records both versions — but the model should be retrained.
+    """
+    trained = model.metadata.get("catalog_version")
+    if trained is None or trained == CATALOG_VERSION:
+        return True
+    logger.warning(
+        "Model version %s was trained on feature catalog %s, but this pes_ml computes catalog %s: some "
+        "feature definitions changed since training. Retrain (`pes-ml train`) and promote to score with "
+        "matching features.", model_version, trained, CATALOG_VERSION,
+    )
+    return False
 
 
 def check_feature_signature(features: pd.DataFrame, model: PesModel, model_version: str) -> None:
@@ -481,6 +500,7 @@ def score_accounts(
         with timer("load_model"):
             model, model_version = load_pes_model(config, alias=alias, version=version)
         _stage("model_loaded")
+        check_catalog_version(model, model_version)
         # Jobs sharing work_dir: one ingest + clean-table read at a time (see ingest.work_dir_lock).
         with work_dir_lock(config):
             with timer("ingest"):
@@ -554,6 +574,7 @@ def score_accounts(
                 "model_metadata": model.metadata,
                 "metrics": version_metrics(config, model_version),
                 "feature_catalog_version": model.metadata.get("catalog_version"),
+                "scoring_catalog_version": CATALOG_VERSION,
                 "input_fingerprints": _fingerprint(config),
                 "reconciliation": recon.to_dict(),
                 "drift": drift.to_dict(),
