@@ -16,10 +16,15 @@ Each measurement runs in a fresh process (peak RSS is the process's own), one af
 Then it checks that the two agree, feature by feature, on every account both computed (pes_ml's
 values computed again, untimed, in this process).
 
+``--monthly`` does the same at the 12 monthly as_of of ``bench_features.MONTHLY`` (a training
+set's snapshot dates) instead of one: pes_ml computes them in one pass (``_child`` with the 12
+dates); featuretools gets a cutoff-time dataframe with a row per (account, as_of), every account
+at every date, in each of its DFS calls. The agreement check then aligns on (account_id, as_of).
+
 Usage (from the project root)::
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_featuretools.py \
-        --events 1_000_000 --accounts 10_000
+        --events 1_000_000 --accounts 10_000 [--monthly]
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_features import DAYS, ONE_AS_OF, ROOT, _child, data_folder, generate  # noqa: E402
+from bench_features import DAYS, MONTHLY, ONE_AS_OF, ROOT, _child, data_folder, generate  # noqa: E402
 
 FT_DIR = ROOT / "benchmarks" / "featuretools"
 FT_VENV = ROOT / "benchmarks" / ".venv-featuretools"
@@ -72,10 +77,10 @@ def ensure_venv() -> None:
     stamp.write_text(wanted + "\n")
 
 
-def measure_featuretools(data: Path, as_of: str, out: Path, timeout: float) -> dict[str, Any]:
+def measure_featuretools(data: Path, dates: list[str], out: Path, timeout: float) -> dict[str, Any]:
     """Run dfs_baseline.py in a fresh process of the featuretools venv; figures, or why it stopped."""
-    cmd = [str(FT_PYTHON), str(FT_DIR / "dfs_baseline.py"), "--data", str(data), "--as-of", as_of,
-           "--out", str(out)]
+    cmd = [str(FT_PYTHON), str(FT_DIR / "dfs_baseline.py"), "--data", str(data),
+           "--as-of", ",".join(dates), "--out", str(out)]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     started = time.perf_counter()
     try:
@@ -92,24 +97,48 @@ def measure_featuretools(data: Path, as_of: str, out: Path, timeout: float) -> d
     return result
 
 
-def pes_ml_values(data: Path, as_of: str) -> pd.DataFrame:
-    """pes_ml's features at ``as_of`` on DuckDB (untimed, for the agreement check)."""
+def pes_ml_values(data: Path, dates: list[str]) -> pd.DataFrame:
+    """pes_ml's features at ``dates`` on DuckDB (untimed, for the agreement check)."""
     from pes_ml.config import PesConfig
     from pes_ml.engine import ibis_backend
     from pes_ml.features import FeatureTables, compute_features
 
     config = PesConfig.model_validate({"engine": "duckdb", "sources": {"events": {"path": "unused"}}})
     paths = {name: data / f"{name}.parquet" for name in ("events", "subscriptions", "accounts")}
-    return compute_features(FeatureTables.from_paths(ibis_backend(config), paths), [as_of])
+    return compute_features(FeatureTables.from_paths(ibis_backend(config), paths), dates)
 
 
-def agreement(pes: pd.DataFrame, ft: pd.DataFrame) -> list[str]:
-    """Per-feature agreement on the accounts both computed (lines to print)."""
-    pes = pes.set_index("account_id")
-    ft = ft.assign(account_id=ft["account_id"].astype(str)).set_index("account_id")
+def _day(values: pd.Series) -> pd.Series:
+    """as_of values (pes_ml: UTC-aware; featuretools: tz-naive UTC) as ``YYYY-MM-DD`` keys."""
+    stamps = pd.to_datetime(values)
+    if stamps.dt.tz is not None:
+        stamps = stamps.dt.tz_convert("UTC")
+    return stamps.dt.strftime("%Y-%m-%d")
+
+
+def _num(value: Any) -> str:
+    """A value for the sample lines: NaN for a missing value (pd.NA, None, NaN)."""
+    return "NaN" if pd.isna(value) else f"{float(value):g}"
+
+
+def agreement(pes: pd.DataFrame, ft: pd.DataFrame, multi: bool = False) -> list[str]:
+    """Per-feature agreement on the accounts (``multi``: the (account_id, as_of) rows) both computed
+    (lines to print)."""
+    ft = ft.assign(account_id=ft["account_id"].astype(str))
+    if multi:
+        keys, unit = ["account_id", "as_of"], "(account, as_of) rows"
+        pes = pes.assign(as_of=_day(pes["as_of"]))
+        ft = ft.assign(as_of=_day(ft["as_of"]))
+        dates = sorted(set(pes["as_of"]) | set(ft["as_of"]))
+        scope = f"at {len(dates)} as_of {dates[0]} .. {dates[-1]}; "
+    else:
+        keys, unit, scope = ["account_id"], "accounts", ""
+    pes = pes.set_index(keys)
+    ft = ft.set_index(keys)
     common = pes.index.intersection(ft.index)
-    lines = [f"agreement on {len(common):,} accounts in both (pes_ml {len(pes):,} rows: accounts with an "
-             f"active subscription at as_of; featuretools {len(ft):,}: every account)"]
+    lines = [f"agreement on {len(common):,} {unit} in both ({scope}pes_ml {len(pes):,} rows: accounts with "
+             f"an active subscription at as_of; featuretools {len(ft):,}: every account"
+             f"{' at every as_of' if multi else ''})"]
     type_columns = sorted(c for c in ft.columns if c.startswith("events_type_") and c in pes.columns)
     for name in COMPARED + type_columns:
         if name not in pes.columns or name not in ft.columns:
@@ -123,25 +152,26 @@ def agreement(pes: pd.DataFrame, ft: pd.DataFrame) -> list[str]:
             # pes_ml: whole days (floor), over all history before as_of.
             f = np.floor(f)
             beyond = int(((p >= 90) & f.isna()).sum())
-            note = (f" (featuretools floored; not counted as equal: {beyond:,} accounts whose last event "
+            note = (f" (featuretools floored; not counted as equal: {beyond:,} {unit} whose last event "
                     f"is >= 90 days before as_of, NaN in featuretools: outside its training window)")
         elif name.startswith(("active_users_", "event_types_")):
             # featuretools NUM_UNIQUE is NaN (not 0) for an account with no event in the window.
             missing = int((f.isna() & (p == 0)).sum())
             f = f.fillna(0)
             if missing:
-                note = f" (featuretools NaN read as 0 for {missing:,} accounts with no event in the window)"
+                note = f" (featuretools NaN read as 0 for {missing:,} {unit} with no event in the window)"
         both_nan = p.isna() & f.isna()
         close = np.isclose(p, f, rtol=1e-9, atol=1e-6) | both_nan
         diff = (p - f).abs()
         lines.append(f"  {name}: {int(close.sum()):,}/{len(common):,} equal, max |diff| "
                      f"{np.nanmax(diff.to_numpy()) if diff.notna().any() else 0:.6g}{note}")
-    sample = list(common[:3])
+    sample = list(common[:: max(1, len(common) // 3)][:3]) if multi else list(common[:3])
+    label = "@".join if multi else str
     shown = [c for c in ("events_30d", "active_users_30d", "days_since_last_event") if c in ft.columns]
-    lines.append(f"  sample (pes_ml / featuretools) for {', '.join(sample)}:")
-    for account in sample:
-        pairs = ", ".join(f"{c} {pes.at[account, c]:g} / {float(ft.at[account, c]):g}" for c in shown)
-        lines.append(f"    {account}: {pairs}")
+    lines.append(f"  sample (pes_ml / featuretools) for {', '.join(label(k) for k in sample)}:")
+    for key in sample:
+        pairs = ", ".join(f"{c} {_num(pes.at[key, c])} / {_num(ft.at[key, c])}" for c in shown)
+        lines.append(f"    {label(key)}: {pairs}")
     return lines
 
 
@@ -153,11 +183,16 @@ def main() -> None:
     parser.add_argument("--accounts", type=lambda s: int(s.replace("_", "")), default=10_000)
     parser.add_argument("--data", type=Path, default=None, help="Folder for the generated input.")
     parser.add_argument("--as-of", default=ONE_AS_OF[0])
+    parser.add_argument("--monthly", action="store_true",
+                        help="Compare at the 12 monthly as_of of bench_features.MONTHLY instead of --as-of.")
     parser.add_argument("--timeout", type=float, default=1200.0,
                         help="Stop the featuretools run after this many seconds (default 1200).")
     parser.add_argument("--skip-agreement", action="store_true")
     args = parser.parse_args()
     data = args.data or data_folder(args.events, args.accounts)
+    dates = list(MONTHLY) if args.monthly else [args.as_of]
+    n = len(dates)
+    when = f"{n} monthly as_of {dates[0]} .. {dates[-1]}" if args.monthly else f"as_of {args.as_of}"
 
     ensure_venv()
     started = time.perf_counter()
@@ -167,16 +202,17 @@ def main() -> None:
     n_events = pq.ParquetFile(paths["events"]).metadata.num_rows
     print(
         f"input: {n_events:,} events, {args.accounts:,} accounts, {DAYS} days at {data} "
-        f"(ready in {time.perf_counter() - started:.1f} s); as_of {args.as_of}"
+        f"(ready in {time.perf_counter() - started:.1f} s); {when}"
     )
     print(
         f"date {date.today()}, machine {platform.machine()}, {os.cpu_count()} cores (shared), "
         f"load average {os.getloadavg()[0]:.1f}"
     )
 
-    one = _child("duckdb", data, [args.as_of])
+    one = _child("duckdb", data, dates)
     print(
-        f"pes_ml duckdb, full catalog ({one['columns']} columns), 1 as_of: {one['seconds']:.2f} s wall, "
+        f"pes_ml duckdb, full catalog ({one['columns']} columns), "
+        f"{f'{n} monthly as_of (one pass)' if args.monthly else '1 as_of'}: {one['seconds']:.2f} s wall, "
         f"{one['cpu_seconds']:.2f} CPU-s; {n_events / one['seconds'] / 1e6:.2f}M events/s wall, "
         f"{n_events / one['cpu_seconds'] / 1e6:.2f}M events per CPU-s; peak RSS "
         f"{one['peak_rss_mib']:.0f} MiB, {one['rows']:,} rows",
@@ -185,7 +221,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "featuretools.parquet"
-        ft = measure_featuretools(data, args.as_of, out, args.timeout)
+        ft = measure_featuretools(data, dates, out, args.timeout)
         if ft.get("timeout") or ft.get("failed"):
             last = str(ft["log"]).strip().splitlines()[-3:]
             what = "did not finish within" if ft.get("timeout") else "failed after"
@@ -198,11 +234,14 @@ def main() -> None:
         print(
             f"featuretools dfs ({ft['columns']} columns; "
             + ", ".join(f"{k} {v}" for k, v in versions.items())
-            + f"), 1 cutoff time, training windows 7/30/90 d: {ft['seconds']:.2f} s wall "
+            + f"), {n} cutoff time{'s' if n > 1 else ''}"
+            + (f" ({n} x {ft['rows'] // n:,} accounts)" if n > 1 else "")
+            + f", training windows 7/30/90 d: {ft['seconds']:.2f} s wall "
             f"(read {phases['read']:.1f}, entity set {phases['entityset']:.1f}, dfs {phases['dfs']:.1f}), "
             f"{ft['cpu_seconds']:.2f} CPU-s; {n_events / ft['seconds'] / 1e6:.3f}M events/s wall, "
             f"{n_events / ft['cpu_seconds'] / 1e6:.3f}M events per CPU-s; peak RSS "
             f"{ft['peak_rss_mib']:.0f} MiB, {ft['rows']:,} rows"
+            + (f"; dfs {phases['dfs'] / n:.1f} s per cutoff time" if n > 1 else "")
         )
         print(
             f"ratio: pes_ml is {ft['seconds'] / one['seconds']:.1f}x faster wall, "
@@ -214,7 +253,7 @@ def main() -> None:
         if args.skip_agreement:
             return
         featuretools_values = pd.read_parquet(out)
-    for line in agreement(pes_ml_values(data, args.as_of), featuretools_values):
+    for line in agreement(pes_ml_values(data, dates), featuretools_values, multi=n > 1):
         print(line)
 
 

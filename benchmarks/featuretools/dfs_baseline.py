@@ -6,8 +6,10 @@ featuretools fails on pandas 3, so this script runs in its own venv (pandas 2; s
 
 It reads the benchmark's Parquet input (``events.parquet``, ``accounts.parquet`` from
 ``bench_features.generate``), builds an EntitySet (accounts 1 - n events), and runs ``ft.dfs``
-with one cutoff time (the as_of) for every account, once per window (7, 30, 90 days:
-``training_window``; DFS takes one training window per call), with
+with one cutoff time per as_of for every account (``--as-of`` takes one date or several,
+comma-separated: the cutoff-time dataframe then has a row per (account, as_of), every account at
+every date), once per window (7, 30, 90 days: ``training_window``; DFS takes one training window
+per call, for all cutoff times), with
 ``include_cutoff_time=False`` so that a window of n days is the half-open
 ``as_of - n days <= timestamp < as_of``, as in pes_ml. Features (a comparable subset of
 pes_ml's catalog), renamed to pes_ml's names::
@@ -18,17 +20,20 @@ pes_ml's catalog), renamed to pes_ml's names::
     SUM(events.value)             -> value_sum_{n}d
     N_UNIQUE_DAYS(events.timestamp) -> active_days_{n}d
     TIME_SINCE_LAST(events.timestamp), days, 90-day call -> days_since_last_event (fractional)
-    COUNT(events WHERE event = e), 30-day call, 8 most common types in 90 days
-                                  -> events_type_{e}_30d
+    COUNT(events WHERE event = e), 30-day call, 8 most common types in the 90 days before the
+                                  earliest as_of (as pes_ml) -> events_type_{e}_30d
 
 Prints one JSON line: seconds, cpu_seconds, peak_rss_mib (VmHWM of /proc/self/status), rows,
 columns, the phase times, and the library versions. Progress lines go to stderr.
-``--out`` writes the feature matrix (account_id + features) to Parquet after the measurement.
+``--out`` writes the feature matrix to Parquet after the measurement: account_id + features for
+one as_of; account_id, as_of (tz-naive UTC midnight) + features for several.
 
 Usage::
 
     benchmarks/.venv-featuretools/bin/python benchmarks/featuretools/dfs_baseline.py \
         --data benchmarks/out/features_1000000_10000 --as-of 2024-06-29
+    benchmarks/.venv-featuretools/bin/python benchmarks/featuretools/dfs_baseline.py \
+        --data benchmarks/out/features_1000000_10000 --as-of 2024-03-01,2024-04-01,2024-05-01
 """
 
 from __future__ import annotations
@@ -63,7 +68,9 @@ def _log(started: float, message: str) -> None:
           file=sys.stderr, flush=True)
 
 
-def run(data: Path, as_of: str) -> tuple[dict[str, object], object]:
+def run(data: Path, as_of: list[str]) -> tuple[dict[str, object], object]:
+    """DFS at every date of ``as_of``; figures, and the feature matrix (indexed by account_id for
+    one date, by (account_id, as_of) for several)."""
     import featuretools as ft
     import pandas as pd
     import woodwork as ww
@@ -71,7 +78,9 @@ def run(data: Path, as_of: str) -> tuple[dict[str, object], object]:
 
     started, cpu = time.perf_counter(), _cpu_seconds()
     phases: dict[str, float] = {}
-    cutoff = pd.Timestamp(as_of, tz="UTC").tz_convert(None)  # tz-naive UTC, like the events below
+    # tz-naive UTC, like the events below
+    cutoffs = sorted({pd.Timestamp(d, tz="UTC").tz_convert(None) for d in as_of})
+    multi = len(cutoffs) > 1
 
     # --- read -----------------------------------------------------------------------------------
     events = pd.read_parquet(data / "events.parquet",
@@ -97,10 +106,11 @@ def run(data: Path, as_of: str) -> tuple[dict[str, object], object]:
     del events
     es.add_relationship("accounts", "account_id", "events", "account_id")
     es.add_last_time_indexes()
-    # The 8 most common event types in the 90 days before as_of (as pes_ml's top-N), as
-    # interesting values for the per-type counts.
+    # The 8 most common event types in the 90 days before the earliest as_of (as pes_ml's top-N),
+    # as interesting values for the per-type counts.
     ev = es["events"]
-    recent = ev[(ev["timestamp"] < cutoff) & (ev["timestamp"] >= cutoff - pd.Timedelta(days=90))]
+    first = cutoffs[0]
+    recent = ev[(ev["timestamp"] < first) & (ev["timestamp"] >= first - pd.Timedelta(days=90))]
     top = [str(e) for e in recent["event"].value_counts().index[:TOP_EVENT_TYPES]]
     del recent
     es.add_interesting_values(dataframe_name="events", values={"event": top})
@@ -109,7 +119,11 @@ def run(data: Path, as_of: str) -> tuple[dict[str, object], object]:
 
     # --- DFS, one call per training window ------------------------------------------------------
     mark = time.perf_counter()
-    cutoff_times = pd.DataFrame({"account_id": accounts["account_id"], "time": cutoff})
+    # One row per (account, as_of): every account at every date.
+    cutoff_times = pd.concat(
+        [pd.DataFrame({"account_id": accounts["account_id"], "time": cutoff}) for cutoff in cutoffs],
+        ignore_index=True,
+    )
     frames = []
     for window in WINDOWS:
         agg = ["count", "num_unique", "sum", "n_unique_days"]
@@ -122,7 +136,8 @@ def run(data: Path, as_of: str) -> tuple[dict[str, object], object]:
                 training_window=f"{window} days", include_cutoff_time=False,
                 agg_primitives=agg, trans_primitives=[],
                 where_primitives=["count"] if window == 30 else [],
-                max_depth=1, cutoff_time_in_index=False,
+                # Several dates: index (account_id, time), so the windows' matrices align on it.
+                max_depth=1, cutoff_time_in_index=multi,
                 ignore_columns={"events": ["account_id"]},
             )
         names = {}
@@ -147,11 +162,13 @@ def run(data: Path, as_of: str) -> tuple[dict[str, object], object]:
         _log(started, f"dfs, {window}-day window: {len(names)} features "
                       f"({time.perf_counter() - mark:.1f} s so far)")
     result = pd.concat(frames, axis=1)
+    if multi:
+        result.index = result.index.set_names(["account_id", "as_of"])
     phases["dfs"] = time.perf_counter() - mark
     seconds = time.perf_counter() - started
     figures: dict[str, object] = {
         "seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu, "peak_rss_mib": _peak_rss_mib(),
-        "rows": len(result), "columns": result.shape[1], "phases": phases,
+        "rows": len(result), "columns": result.shape[1], "cutoffs": len(cutoffs), "phases": phases,
         "versions": {"featuretools": ft.__version__, "woodwork": ww.__version__,
                      "pandas": pd.__version__, "python": sys.version.split()[0]},
     }
@@ -162,10 +179,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="Folder with the benchmark Parquet input.")
-    parser.add_argument("--as-of", default="2024-06-29", help="The cutoff time (UTC midnight).")
+    parser.add_argument("--as-of", default="2024-06-29",
+                        help="The cutoff time (UTC midnight), or several, comma-separated.")
     parser.add_argument("--out", type=Path, default=None, help="Write the feature matrix here (Parquet).")
     args = parser.parse_args()
-    figures, result = run(args.data, args.as_of)
+    figures, result = run(args.data, [d.strip() for d in args.as_of.split(",") if d.strip()])
     if args.out is not None:
         result.reset_index().to_parquet(args.out)  # type: ignore[attr-defined]
     print(json.dumps(figures))

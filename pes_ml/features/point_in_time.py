@@ -68,29 +68,28 @@ def subscription_state(subscriptions: ir.Table, grid: AsOfGrid) -> ir.Table:
 
     MRR and seats are summed over active subscriptions; the contract fields
     (plan, billing period, discount, auto-renew, period start) come from the one
-    that started last.
+    that started last. One join of the subscriptions started by as_of, then
+    filtered aggregates: active now, active 90 days earlier, first start.
+    Accounts with no subscription active at as_of get NULL state (they are not
+    in the subscription-mode snapshot anyway).
     """
     asof = grid.as_of_table()
-    active = subscriptions.join(asof, _active_at(subscriptions, asof[AS_OF]))
-    start = active[START]
-    now = active.group_by([ACCOUNT_ID, J]).aggregate(
-        mrr=active[MRR].sum(),
-        sub_seats=active[SEATS].sum(),
-        period_start=start.max(),
-        sub_plan=active[PLAN].argmax(start),
-        billing_period_months=active[BILLING_PERIOD_MONTHS].argmax(start),
-        discount=active[DISCOUNT].argmax(start),
-        auto_renew=active[AUTO_RENEW].cast("float64").argmax(start),
-    )
-    before = subscriptions.join(asof, _active_at(subscriptions, asof[AS_OF_90D]))
-    mrr_90d = before.group_by([ACCOUNT_ID, J]).aggregate(
-        mrr_90d_ago=before[MRR].sum(), active_90d_ago=before.count()
-    )
     started = subscriptions.join(asof, subscriptions[START] <= asof[AS_OF])
-    first = started.group_by([ACCOUNT_ID, J]).aggregate(first_start=started[START].min())
-    return now.left_join(mrr_90d, [ACCOUNT_ID, J]).select(~ibis.selectors.endswith("_right")).left_join(
-        first, [ACCOUNT_ID, J]
-    ).select(~ibis.selectors.endswith("_right"))
+    now = _active_at(started, started[AS_OF])
+    before = _active_at(started, started[AS_OF_90D])
+    start = started[START]
+    return started.group_by([ACCOUNT_ID, J]).aggregate(
+        mrr=started[MRR].sum(where=now),
+        sub_seats=started[SEATS].sum(where=now),
+        period_start=start.max(where=now),
+        sub_plan=started[PLAN].argmax(start, where=now),
+        billing_period_months=started[BILLING_PERIOD_MONTHS].argmax(start, where=now),
+        discount=started[DISCOUNT].argmax(start, where=now),
+        auto_renew=started[AUTO_RENEW].cast("float64").argmax(start, where=now),
+        mrr_90d_ago=started[MRR].sum(where=before),
+        active_90d_ago=started.count(where=before),
+        first_start=start.min(),
+    )
 
 
 def account_attributes(accounts: ir.Table) -> ir.Table:
