@@ -154,7 +154,8 @@ def materialized(expr: Any) -> Iterator[Any]:
     """
     backend = expr._find_backend(use_default=True)
     if backend.name != "duckdb":
-        backend._run_pre_execute_hooks(expr)  # registers the in-memory tables it reads (Spark's cache does not)
+        # Register the in-memory tables the expression reads: Spark's cache() does not.
+        backend._run_pre_execute_hooks(expr)
         cached = expr.cache()
         try:
             yield cached
