@@ -92,16 +92,16 @@ def _grid_features(
     if "event_types" not in vocabulary:
         vocabulary.update(_vocabulary(events, spine, grid, config))
     event_types, core = vocabulary["event_types"], vocabulary["core_events"]
+    names = _strings(d.event_names_expr(events), EVENT)
     with ExitStack() as stack:
-        account_days = stack.enter_context(materialized(d.account_days(events, event_types, core)))
-        user_days = stack.enter_context(materialized(d.user_days(events)))
+        account_days = stack.enter_context(materialized(d.account_days(events, event_types, core, names)))
+        user_days = stack.enter_context(materialized(d.user_days(events, core)))
         first_days = stack.enter_context(materialized(d.user_first_days(user_days)))
         numbered_days = stack.enter_context(materialized(d.numbered_user_days(user_days, first_days)))
         if spine is None:
             spine = pit.activity_candidates(account_days, grid)
         parts: list[ir.Table] = [
-            d.event_aggregates(account_days, grid, len(event_types)),
-            d.event_breadth(events, grid, core),
+            d.event_aggregates(account_days, grid, len(event_types), len(core), d.n_mask_words(len(names))),
             d.user_aggregates(numbered_days, first_days, grid),
             *pit.history_aggregates(account_days, first_days, len(core), grid),
         ]
