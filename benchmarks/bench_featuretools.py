@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_features import DAYS, MONTHLY, ONE_AS_OF, ROOT, _child, data_folder, generate  # noqa: E402
+from bench_features import DAYS, MONTHLY, MONTHLY_DAYS, ONE_AS_OF, ROOT, _child, data_folder, generate  # noqa: E402
 
 FT_DIR = ROOT / "benchmarks" / "featuretools"
 FT_VENV = ROOT / "benchmarks" / ".venv-featuretools"
@@ -189,19 +189,20 @@ def main() -> None:
                         help="Stop the featuretools run after this many seconds (default 1200).")
     parser.add_argument("--skip-agreement", action="store_true")
     args = parser.parse_args()
-    data = args.data or data_folder(args.events, args.accounts)
+    days = MONTHLY_DAYS if args.monthly else DAYS  # monthly: the 450-day log of bench_features
+    data = args.data or data_folder(args.events, args.accounts, days)
     dates = list(MONTHLY) if args.monthly else [args.as_of]
     n = len(dates)
     when = f"{n} monthly as_of {dates[0]} .. {dates[-1]}" if args.monthly else f"as_of {args.as_of}"
 
     ensure_venv()
     started = time.perf_counter()
-    paths = generate(data, args.events, args.accounts)
+    paths = generate(data, args.events, args.accounts, days)
     import pyarrow.parquet as pq
 
     n_events = pq.ParquetFile(paths["events"]).metadata.num_rows
     print(
-        f"input: {n_events:,} events, {args.accounts:,} accounts, {DAYS} days at {data} "
+        f"input: {n_events:,} events, {args.accounts:,} accounts, {days} days at {data} "
         f"(ready in {time.perf_counter() - started:.1f} s); {when}"
     )
     print(
