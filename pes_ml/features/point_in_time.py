@@ -17,13 +17,16 @@ date is cut short when an account churns mid-term.
 "Ever" features (days since the last event, share of core events ever used...)
 need the whole history before each as_of. Rather than join the history once per
 as_of, days are put in *buckets* between consecutive as_of dates, aggregated once
-per (account, bucket), and accumulated by an equi-join with the tiny table of
-(bucket, j) pairs with ``bucket <= j`` followed by a plain aggregation — cheaper
-than a running window (no sort) on both engines, and at most one row per
-(account, bucket, j).
+per (account, bucket), accumulated by running (cumulative) window aggregates over
+the account's buckets, and each running row is spread to the as_of dates it
+stands for (from its bucket up to the account's next bucket with data). The cost
+grows with the output rows, not with buckets × later as_of dates (a join of every
+bucket with every later as_of made dozens of weekly dates quadratic).
 """
 
 from __future__ import annotations
+
+from typing import Final
 
 import ibis
 import ibis.expr.types as ir
@@ -45,6 +48,7 @@ from pes_ml.schemas import (
     START,
 )
 
+NEXT_BUCKET: Final = "_next_bucket"
 
 def _active_at(subs: ir.Table, instant: ir.TimestampValue) -> ir.BooleanValue:
     return (subs[START] <= instant) & (subs[END].isnull() | (subs[END] > instant))
@@ -111,6 +115,24 @@ def _bucket(day: ir.IntegerValue, grid: AsOfGrid) -> ir.IntegerValue:
     return ibis.cases(*cases, else_=len(days) - 1).cast("int64")
 
 
+def _so_far() -> ibis.expr.builders.LegacyWindowBuilder:
+    """The account's buckets up to and including the current one."""
+    return ibis.cumulative_window(group_by=ACCOUNT_ID, order_by=BUCKET)
+
+
+def _next_bucket(buckets: ir.Table, grid: AsOfGrid) -> ir.Value:
+    """The account's next bucket with data; the number of as_of dates after its last one."""
+    following = ibis.window(group_by=ACCOUNT_ID, order_by=BUCKET)
+    return buckets[BUCKET].lead().over(following).fill_null(len(grid.days)).name(NEXT_BUCKET)
+
+
+def _spread(running: ir.Table, grid: AsOfGrid) -> ir.Table:
+    """Each (account, bucket) row to every as_of j it stands for: ``bucket <= j < next bucket``."""
+    asof = grid.as_of_table().select(J)
+    joined = running.join(asof, (asof[J] >= running[BUCKET]) & (asof[J] < running[NEXT_BUCKET]))
+    return joined.drop(BUCKET, NEXT_BUCKET)
+
+
 def history_aggregates(
     account_days: ir.Table, first_days: ir.Table, n_core: int, grid: AsOfGrid
 ) -> tuple[ir.Table, ir.Table]:
@@ -135,7 +157,6 @@ def history_aggregates(
         (day numbers, NULL when none before as_of) and core_events_ever (distinct
         core events used before as_of); user history: last_new_user_day.
     """
-    pairs = grid.bucket_pairs_table()
     null_int = ibis.null("int64")
     days = account_days.mutate(**{BUCKET: _bucket(account_days[DAY], grid)})
     day = days[DAY]
@@ -148,17 +169,21 @@ def history_aggregates(
     buckets = days.group_by([ACCOUNT_ID, BUCKET]).aggregate(**per_bucket)
     if not n_core:
         buckets = buckets.mutate(last_core_day=null_int, first_core_day=null_int)
-    seen = buckets.join(pairs, BUCKET)
-    ever: dict[str, ir.Value] = {
-        "last_day": seen["last_day"].max(), "last_core_day": seen["last_core_day"].max(),
-        "first_event_day": seen["first_event_day"].min(), "first_core_day": seen["first_core_day"].min(),
+    ever = _so_far()
+    running: dict[str, ir.Value] = {
+        "last_day": buckets["last_day"].max().over(ever),
+        "last_core_day": buckets["last_core_day"].max().over(ever),
+        "first_event_day": buckets["first_event_day"].min().over(ever),
+        "first_core_day": buckets["first_core_day"].min().over(ever),
     }
-    used = [seen[f"first_core_{i}"].min().notnull().cast("int64") for i in range(n_core)]
-    ever["core_events_ever"] = sum(used[1:], used[0]) if used else ibis.literal(0, type="int64")
-    activity = seen.group_by([ACCOUNT_ID, J]).aggregate(**ever)
+    used = [buckets[f"first_core_{i}"].min().over(ever).notnull().cast("int64") for i in range(n_core)]
+    running["core_events_ever"] = sum(used[1:], used[0]) if used else ibis.literal(0, type="int64")
+    activity = _spread(buckets.select(ACCOUNT_ID, BUCKET, _next_bucket(buckets, grid), **running), grid)
 
     users = first_days.mutate(**{BUCKET: _bucket(first_days[FIRST_DAY], grid)})
     users = users.group_by([ACCOUNT_ID, BUCKET]).aggregate(last_new_user_day=users[FIRST_DAY].max())
-    users = users.join(pairs, BUCKET)
-    users = users.group_by([ACCOUNT_ID, J]).aggregate(last_new_user_day=users["last_new_user_day"].max())
+    last_new = users["last_new_user_day"].max().over(_so_far())
+    users = _spread(
+        users.select(ACCOUNT_ID, BUCKET, _next_bucket(users, grid), last_new_user_day=last_new), grid
+    )
     return activity, users
