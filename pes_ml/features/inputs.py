@@ -244,12 +244,6 @@ class AsOfGrid:
         arrays[PACKED_WEEKS] = pa.array(weeks.astype(np.int64), pa.int64())
         return ibis.memtable(pa.table(arrays))
 
-    def bucket_pairs_table(self) -> ir.Table:
-        """(bucket, j) for every as_of index ``j`` and every bucket ``b <= j``: what as_of j has seen."""
-        pairs = [(b, j) for j in range(len(self.as_of)) for b in range(j + 1)]
-        buckets, js = (list(v) for v in zip(*pairs, strict=True))
-        return ibis.memtable(pa.table({BUCKET: pa.array(buckets, pa.int64()), J: pa.array(js, pa.int64())}))
-
 
 def week_column(k: int) -> str:
     """Name of the window-grid indicator of the ``k``-th week before as_of (0 = the last 7 days)."""
