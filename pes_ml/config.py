@@ -126,7 +126,9 @@ class ValidationConfig(_Frozen):
 class FeatureConfig(_Frozen):
     top_event_types: int = Field(default=8, ge=0, le=50)
     core_events: list[str] | None = Field(
-        default=None, description="Core events; default: the events most users of retained accounts use."
+        default=None,
+        max_length=62,  # one bit each in a 62-bit mask (pes_ml.features.definitions.BITS_PER_WORD)
+        description="Core events (at most 62); default: the events most users of retained accounts use.",
     )
     n_core_events: int = Field(default=5, ge=1, le=50)
     event_types: list[str] | None = Field(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pes_ml.config import parse_config
+from pes_ml.errors import ConfigError
 
 
 def test_with_tracking_uri_replaces_only_the_tracking_uri_and_ignores_an_empty_one() -> None:
@@ -13,3 +16,14 @@ def test_with_tracking_uri_replaces_only_the_tracking_uri_and_ignores_an_empty_o
     assert config.tracking.tracking_uri == "sqlite:///mlflow.db"  # the original is frozen, untouched
     assert config.with_tracking_uri(None) is config
     assert config.with_tracking_uri("") is config
+
+
+def test_more_core_events_than_mask_bits_is_a_config_error_naming_the_key() -> None:
+    raw: dict[str, object] = {
+        "sources": {"events": {"path": "e.parquet"}},
+        "features": {"core_events": [f"e{i}" for i in range(62)]},
+    }
+    assert len(parse_config(raw).features.core_events or []) == 62
+    raw["features"] = {"core_events": [f"e{i}" for i in range(63)]}
+    with pytest.raises(ConfigError, match=r"features\.core_events"):
+        parse_config(raw, source="pes.yaml")

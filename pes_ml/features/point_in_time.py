@@ -50,6 +50,7 @@ from pes_ml.schemas import (
 
 NEXT_BUCKET: Final = "_next_bucket"
 
+
 def _active_at(subs: ir.Table, instant: ir.TimestampValue) -> ir.BooleanValue:
     return (subs[START] <= instant) & (subs[END].isnull() | (subs[END] > instant))
 
