@@ -8,6 +8,7 @@ denominators (NaN, as the catalog documents), whatever engine counted.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,11 +28,13 @@ _SUMS = ("value_sum_30d", "value_sum_90d")
 SECONDS_PER_DAY = 86_400.0
 
 
-def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """numerator / denominator, NaN where the denominator is 0 or missing."""
-    num = numerator.astype("float64")
-    den = denominator.astype("float64")
-    return (num / den.where(den != 0)).astype("float64")
+    den = np.asarray(denominator, dtype="float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.asarray(numerator, dtype="float64") / den
+    out[den == 0] = np.nan
+    return out
 
 
 def _days(later: np.ndarray, earlier: np.ndarray) -> np.ndarray:
@@ -51,14 +54,32 @@ def _column(frame: pd.DataFrame, name: str, dtype: str = "float64") -> pd.Series
     return pd.Series(np.nan, index=frame.index, dtype=dtype)
 
 
+def _floats(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """A raw column as float64 (NaN where missing; all NaN when the engine did not return it)."""
+    if name not in frame.columns:
+        return np.full(len(frame), np.nan)
+    return np.asarray(frame[name].to_numpy("float64", na_value=np.nan))
+
+
+def _counts(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """A raw count as int64, 0 where missing (no rows in the window)."""
+    values = _floats(frame, name)
+    return np.where(np.isnan(values), 0.0, values).astype("int64")
+
+
+def _day_starts(grid: AsOfGrid, days: np.ndarray) -> np.ndarray:
+    """The instants (naive ``datetime64[us]``, UTC) day numbers start at; NaT where NaN."""
+    micros = (days * SECONDS_PER_DAY + grid.offset) * 1e6
+    out = np.full(len(days), np.datetime64("NaT"), dtype="datetime64[us]")
+    known = ~np.isnan(days)
+    out[known] = micros[known].astype("int64").astype("datetime64[us]")
+    return out
+
+
 def _instants(series: pd.Series) -> np.ndarray:
     """UTC instants as naive ``datetime64[us]`` (NaT where missing): vectorised date arithmetic."""
     stamps = pd.to_datetime(series, utc=True).dt.as_unit("us")
     return np.asarray(stamps.dt.tz_localize(None).to_numpy("datetime64[us]", copy=True))
-
-
-def _series(instants: np.ndarray, index: pd.Index) -> pd.Series:
-    return pd.Series(instants, index=index).dt.tz_localize("UTC")
 
 
 def add_months(start: np.ndarray, months: np.ndarray) -> np.ndarray:
@@ -81,14 +102,16 @@ def _months_between(earlier: np.ndarray, later: np.ndarray) -> np.ndarray:
     return np.asarray(later.astype("datetime64[M]") - earlier.astype("datetime64[M]")).astype("int64")
 
 
-def next_renewal(period_start: pd.Series, billing_months: pd.Series, as_of: pd.Series) -> pd.Series:
+def next_renewal(period_start: np.ndarray, billing_months: np.ndarray, as_of: np.ndarray) -> np.ndarray:
     """The first renewal ``period_start + k * billing period`` (k >= 1) at or after as_of.
 
+    Instants are naive ``datetime64[us]`` in UTC (NaT where missing); the result
+    is NaT where the start is missing or the billing period is under a month.
     Uses only the period start and billing period — never a recorded end date,
     which is cut short when an account churns mid-term and would leak the label.
     """
-    period = billing_months.round().to_numpy("float64", na_value=np.nan)
-    start, now = _instants(period_start), _instants(as_of)
+    period = np.round(np.asarray(billing_months, dtype="float64"))
+    start, now = np.asarray(period_start), np.asarray(as_of)
     valid = ~np.isnat(start) & ~np.isnat(now) & (period >= 1)
     out = np.full(len(start), np.datetime64("NaT"), dtype="datetime64[us]")
     if valid.any():
@@ -102,7 +125,7 @@ def next_renewal(period_start: pd.Series, billing_months: pd.Series, as_of: pd.S
             k = k + early
             renewal = add_months(start, k * step)
         out[valid] = renewal
-    return _series(out, period_start.index)
+    return out
 
 
 def finish_features(
@@ -114,61 +137,63 @@ def finish_features(
 ) -> pd.DataFrame:
     """Catalog features from the raw per-(account_id, j) aggregates of one as_of grid.
 
-    ``raw`` is filled in place (its missing counts become 0) rather than copied.
+    Columns are computed as numpy arrays and put in one frame at the end: a
+    training set has millions of rows, and pandas' per-column bookkeeping
+    (fills, casts, aligned arithmetic) cost more than the arithmetic itself.
     """
-    f = raw  # the caller's frame: filled in place, not copied
-    for name in (*_COUNTS, *_SUMS):
-        f[name] = _column(f, name).fillna(0)
-    for name in _COUNTS:
-        f[name] = f[name].astype("int64")
-    # Index by position into a DatetimeIndex: .to_numpy() of tz-aware values is an object array,
-    # which stays object (not datetime) when no account is present at as_of.
-    f[AS_OF] = pd.DatetimeIndex(grid.as_of).as_unit("us")[f[J].to_numpy()]
-    a = f[A].astype("int64")
-    out = pd.DataFrame({ACCOUNT_ID: f[ACCOUNT_ID].astype("str"), AS_OF: f[AS_OF]}, index=f.index)
-    for name in ("events_7d", "events_30d", "events_90d", "value_sum_30d", "value_sum_90d",
-                 "active_users_7d", "active_users_30d", "active_users_90d", "active_days_30d",
+    f = raw
+    count = {name: _counts(f, name) for name in _COUNTS}
+    j = f[J].to_numpy("int64")
+    a = f[A].to_numpy("float64")
+    as_of_index = pd.DatetimeIndex(grid.as_of).as_unit("us")
+    as_of = np.asarray(as_of_index.tz_localize(None).to_numpy("datetime64[us]"))[j]
+    cols: dict[str, Any] = {}
+    for name in ("events_7d", "events_30d", "events_90d"):
+        cols[name] = count[name]
+    for name in _SUMS:
+        values = _floats(f, name)
+        cols[name] = np.where(np.isnan(values), 0.0, values)
+    for name in ("active_users_7d", "active_users_30d", "active_users_90d", "active_days_30d",
                  "event_types_30d", "new_users_30d", "resurrected_users_30d", "dropped_users_30d"):
-        out[name] = f[name]
+        cols[name] = count[name]
     for window in (7, 30, 90):
-        users = f[f"active_users_{window}d"]
-        out[f"events_per_active_user_{window}d"] = _ratio(f[f"events_{window}d"], users)
-    types = event_type_columns(event_types)
-    typed_total = pd.Series(0, index=f.index, dtype="int64")
-    for i, name in enumerate(types.values()):
-        counts = _column(f, f"_type_{i}").fillna(0).astype("int64")
-        out[name] = counts
-        typed_total += counts
-    out[OTHER_EVENT_TYPE] = f["events_30d"] - typed_total
+        cols[f"events_per_active_user_{window}d"] = _ratio(count[f"events_{window}d"],
+                                                           count[f"active_users_{window}d"])
+    typed_total = np.zeros(len(f), dtype="int64")
+    for i, name in enumerate(event_type_columns(event_types).values()):
+        cols[name] = _counts(f, f"_type_{i}")
+        typed_total += cols[name]
+    cols[OTHER_EVENT_TYPE] = count["events_30d"] - typed_total
 
-    seats = _column(f, "sub_seats").combine_first(_column(f, "account_seats"))
-    out["seats"] = seats.astype("float64")
-    out["seat_utilization_30d"] = _ratio(f["active_users_30d"], seats)
-    out["dau_mau_30d"] = _ratio(f["user_days_30d"], 30 * f["active_users_30d"])
-    out["dau_wau_7d"] = _ratio(f["user_days_7d"], 7 * f["active_users_7d"])
-    out["wau_mau_30d"] = _ratio(f["active_users_7d"], f["active_users_30d"])
-    out["power_user_share_7d"] = _ratio(f["power_users_7d"], f["active_users_30d"])
+    seats = _floats(f, "sub_seats")
+    seats = np.where(np.isnan(seats), _floats(f, "account_seats"), seats)
+    users_30d = count["active_users_30d"]
+    cols["seats"] = seats
+    cols["seat_utilization_30d"] = _ratio(users_30d, seats)
+    cols["dau_mau_30d"] = _ratio(count["user_days_30d"], 30 * users_30d)
+    cols["dau_wau_7d"] = _ratio(count["user_days_7d"], 7 * count["active_users_7d"])
+    cols["wau_mau_30d"] = _ratio(count["active_users_7d"], users_30d)
+    cols["power_user_share_7d"] = _ratio(count["power_users_7d"], users_30d)
     for band in ("1to7", "8to14", "15to21", "22to28"):
-        out[f"l28_{band}_share_28d"] = _ratio(f[f"l28_{band}_28d"], f["users_28d"])
+        cols[f"l28_{band}_share_28d"] = _ratio(count[f"l28_{band}_28d"], count["users_28d"])
 
     n_core = len(core_events)
     if n_core:
-        out["core_events_per_active_user_30d"] = _ratio(
-            _column(f, "core_user_events_30d").fillna(0), f["active_users_30d"]
-        )
-        out["core_events_ever_share"] = _column(f, "core_events_ever").fillna(0).astype("float64") / n_core
-        out["core_events_used_30d"] = _column(f, "core_events_used_30d").fillna(0).astype("float64")
+        cols["core_events_per_active_user_30d"] = _ratio(_counts(f, "core_user_events_30d"), users_30d)
+        cols["core_events_ever_share"] = _counts(f, "core_events_ever") / n_core
+        cols["core_events_used_30d"] = _counts(f, "core_events_used_30d").astype("float64")
     else:
         for name in ("core_events_per_active_user_30d", "core_events_ever_share", "core_events_used_30d"):
-            out[name] = np.nan
+            cols[name] = np.full(len(f), np.nan)
 
-    out["growth_ratio_30d"] = _ratio(
-        f["new_users_30d"] + f["resurrected_users_30d"] - f["dropped_users_30d"], f["prior_users_30d"]
+    prior_users = count["prior_users_30d"]
+    cols["growth_ratio_30d"] = _ratio(
+        count["new_users_30d"] + count["resurrected_users_30d"] - count["dropped_users_30d"], prior_users
     )
-    out["events_trend_30d"] = _ratio(f["events_30d"], f["events_prior_30d"])
-    out["active_users_trend_30d"] = _ratio(f["active_users_30d"], f["prior_users_30d"])
-    out["active_days_trend_30d"] = _ratio(f["active_days_30d"], f["active_days_prior_30d"])
-    out["wau_slope_12w"] = f["wau_slope_num"].astype("float64") / 286.0
+    cols["events_trend_30d"] = _ratio(count["events_30d"], count["events_prior_30d"])
+    cols["active_users_trend_30d"] = _ratio(users_30d, prior_users)
+    cols["active_days_trend_30d"] = _ratio(count["active_days_30d"], count["active_days_prior_30d"])
+    cols["wau_slope_12w"] = count["wau_slope_num"] / 286.0
 
     recency = (
         ("days_since_last_event", "last_day"),
@@ -176,41 +201,42 @@ def finish_features(
         ("days_since_last_new_user", "last_new_user_day"),
     )
     for name, column in recency:
-        out[name] = (a - 1 - _column(f, column)).astype("float64")
+        cols[name] = a - 1 - _floats(f, column)
 
     # Account start: the earliest of created_at, first subscription start and first event, before as_of.
-    as_of = _instants(out[AS_OF])
     created = _instants(_column(f, "created_at", "datetime64[us, UTC]"))
     created[~(created < as_of)] = np.datetime64("NaT")
-    first_event_day = _column(f, "first_event_day")
-    first_event = _instants(grid.day_start(first_event_day.where(first_event_day < a)))
+    first_event_day = _floats(f, "first_event_day")
+    first_event = _day_starts(grid, np.where(first_event_day < a, first_event_day, np.nan))
     first_start = _instants(_column(f, "first_start", "datetime64[us, UTC]"))
     account_start = np.fmin(np.fmin(created, first_start), first_event)
-    out["tenure_days"] = _whole_days(as_of, account_start)
-    first_core_day = _column(f, "first_core_day")
-    first_core = _instants(grid.day_start(first_core_day.where(first_core_day < a)))
-    out["days_to_first_core_event"] = np.maximum(_whole_days(first_core, account_start), 0)
+    cols["tenure_days"] = _whole_days(as_of, account_start)
+    first_core_day = _floats(f, "first_core_day")
+    first_core = _day_starts(grid, np.where(first_core_day < a, first_core_day, np.nan))
+    cols["days_to_first_core_event"] = np.maximum(_whole_days(first_core, account_start), 0)
 
-    out["plan"] = _column(f, "sub_plan", "str").combine_first(_column(f, "account_plan", "str")).astype("str")
-    out["segment"] = _column(f, "segment", "str").astype("str")
-    mrr = _column(f, "mrr").astype("float64")
-    out["mrr"] = mrr
-    had_subscription = _column(f, "active_90d_ago").fillna(0) > 0
-    out["mrr_change_90d"] = (mrr - _column(f, "mrr_90d_ago").fillna(0)).where(had_subscription)
+    mrr = _floats(f, "mrr")
+    cols["mrr"] = mrr
+    had_subscription = _counts(f, "active_90d_ago") > 0
+    mrr_90d_ago = np.nan_to_num(_floats(f, "mrr_90d_ago"), nan=0.0)
+    cols["mrr_change_90d"] = np.where(had_subscription, mrr - mrr_90d_ago, np.nan)
+    billing = _floats(f, "billing_period_months")
+    cols["billing_period_months"] = billing
+    renewal = next_renewal(_instants(_column(f, "period_start", "datetime64[us, UTC]")), billing, as_of)
+    days_to_renewal = _days(renewal, as_of)
+    cols["days_to_renewal"] = days_to_renewal
+    cols["renewal_in_horizon"] = np.where(np.isnan(days_to_renewal), np.nan,
+                                          (days_to_renewal < horizon_days).astype("float64"))
+    cols["discount"] = _floats(f, "discount")
+    cols["auto_renew"] = _floats(f, "auto_renew")
 
-    out["billing_period_months"] = _column(f, "billing_period_months").astype("float64")
-    renewal = next_renewal(_column(f, "period_start", "datetime64[us, UTC]"), out["billing_period_months"],
-                           out[AS_OF])
-    out["days_to_renewal"] = _days(_instants(renewal), as_of)
-    out["renewal_in_horizon"] = (out["days_to_renewal"] < horizon_days).astype("float64").where(
-        out["days_to_renewal"].notna()
-    )
-    out["discount"] = _column(f, "discount").astype("float64")
-    out["auto_renew"] = _column(f, "auto_renew").astype("float64")
-
-    for name in ("plan", "segment"):
-        out[name] = out[name].where(out[name].notna() & (out[name] != "nan") & (out[name] != "None"))
-        out[name] = out[name].astype("str")
-    order = [ACCOUNT_ID, AS_OF] + [s.name for s in CATALOG if s.name in out.columns]
-    order += [c for c in out.columns if c not in order]
-    return out[order]
+    plan = _column(f, "sub_plan", "str").combine_first(_column(f, "account_plan", "str"))
+    for name, values in (("plan", plan), ("segment", _column(f, "segment", "str"))):
+        text = values.astype("str")
+        cols[name] = text.where(values.notna() & (text != "nan") & (text != "None")).astype("str").array
+    cols[ACCOUNT_ID] = f[ACCOUNT_ID].astype("str").array
+    cols[AS_OF] = as_of_index[j]
+    order = [ACCOUNT_ID, AS_OF] + [s.name for s in CATALOG if s.name in cols]
+    order += [c for c in cols if c not in order]
+    # One frame built in catalog order: reordering a built frame copies every column again.
+    return pd.DataFrame({name: cols[name] for name in order}, index=f.index)

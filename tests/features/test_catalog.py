@@ -67,11 +67,11 @@ def test_next_renewal_adds_whole_billing_periods_to_the_period_start(
     start: str, months: int, as_of: str, expected: str
 ) -> None:
     renewal = next_renewal(
-        pd.Series([pd.Timestamp(start, tz="UTC")]).dt.as_unit("us"),
-        pd.Series([float(months)]),
-        pd.Series([pd.Timestamp(as_of, tz="UTC")]).dt.as_unit("us"),
+        np.array([start], dtype="datetime64[us]"),
+        np.array([float(months)]),
+        np.array([as_of], dtype="datetime64[us]"),
     )
-    assert renewal.iloc[0] == pd.Timestamp(expected, tz="UTC")
+    assert renewal[0] == np.datetime64(expected, "us")
 
 
 def test_classic_pes_is_the_mean_of_percentiles_among_accounts_at_the_same_as_of() -> None:
