@@ -34,7 +34,7 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.asarray(numerator, dtype="float64") / den
     out[den == 0] = np.nan
-    return out
+    return np.asarray(out)
 
 
 def _days(later: np.ndarray, earlier: np.ndarray) -> np.ndarray:
