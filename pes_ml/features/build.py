@@ -46,20 +46,36 @@ def _resolve_mode(tables: FeatureTables, mode: Mode) -> str:
     return "subscription" if has_rows else "activity"
 
 
+def _core_events(
+    user_days: ir.Table, spine: ir.Table | None, grid: AsOfGrid, names: list[str], n: int
+) -> list[str]:
+    """The ``n`` event types used by the most users of the accounts present at the earliest as_of,
+    in the 90 days before it (ties by name)."""
+    present = None if spine is None else spine.filter(spine[J] == 0).select(ACCOUNT_ID)
+    row = to_arrow(d.core_event_users(user_days, grid, present, names)).to_pylist()[0]
+    users = {name: int(row[f"users_{k}"] or 0) for k, name in enumerate(names)}
+    ranked = sorted((name for name in names if users[name] > 0), key=lambda name: (-users[name], name))
+    return ranked[:n]
+
+
 def _vocabulary(
-    events: ir.Table, spine: ir.Table | None, grid: AsOfGrid, config: FeatureConfig
+    events: ir.Table,
+    user_days: ir.Table,
+    spine: ir.Table | None,
+    grid: AsOfGrid,
+    config: FeatureConfig,
+    names: list[str],
 ) -> dict[str, list[str]]:
     """Event types with their own count, and core events: from config, or from data before the first as_of."""
-    window = d.vocabulary_window(events, grid)
     if config.event_types is not None:
         event_types = list(config.event_types)
     else:
+        window = d.vocabulary_window(events, grid)
         event_types = _strings(d.top_event_types_expr(window, config.top_event_types), EVENT)
     if config.core_events is not None:
         core = list(config.core_events)
     else:
-        present = None if spine is None else spine.filter(spine[J] == 0).select(ACCOUNT_ID)
-        core = _strings(d.core_events_expr(window, present, config.n_core_events), EVENT)
+        core = _core_events(user_days, spine, grid, names, config.n_core_events)
         if not core:
             logger.warning(
                 "No events in the 90 days before the first as_of %s: core events are unknown and "
@@ -89,19 +105,21 @@ def _grid_features(
     spine = None
     if mode == "subscription" and tables.subscriptions is not None:
         spine = pit.subscription_spine(tables.subscriptions, grid)
-    if "event_types" not in vocabulary:
-        vocabulary.update(_vocabulary(events, spine, grid, config))
-    event_types, core = vocabulary["event_types"], vocabulary["core_events"]
     names = _strings(d.event_names_expr(events), EVENT)
     with ExitStack() as stack:
+        user_days = stack.enter_context(materialized(d.user_days(events, names)))
+        if "event_types" not in vocabulary:
+            vocabulary.update(_vocabulary(events, user_days, spine, grid, config, names))
+        event_types, core = vocabulary["event_types"], vocabulary["core_events"]
         account_days = stack.enter_context(materialized(d.account_days(events, event_types, core, names)))
-        user_days = stack.enter_context(materialized(d.user_days(events, core)))
         first_days = stack.enter_context(materialized(d.user_first_days(user_days)))
-        numbered_days = stack.enter_context(materialized(d.numbered_user_days(user_days, first_days)))
+        numbered_days = stack.enter_context(
+            materialized(d.numbered_user_days(user_days, first_days, core, names))
+        )
         if spine is None:
             spine = pit.activity_candidates(account_days, grid)
         parts: list[ir.Table] = [
-            d.event_aggregates(account_days, grid, len(event_types), len(core), d.n_mask_words(len(names))),
+            d.event_aggregates(account_days, grid, len(event_types), len(core)),
             d.user_aggregates(numbered_days, first_days, grid),
             *pit.history_aggregates(account_days, first_days, len(core), grid),
         ]

@@ -48,7 +48,7 @@ def add_classic_pes(features: pd.DataFrame, form: Literal["mean", "multiplicativ
         The input columns plus the classic PES columns; NaN components (no core
         events known) are left out of the mean.
     """
-    out = features.copy()
+    out = features.copy(deep=False)  # new columns only: the input's columns are shared, not copied
     no_users = out["active_users_30d"] == 0
     out["adoption"] = out["core_events_per_active_user_30d"].mask(
         no_users & out["core_events_ever_share"].notna(), 0.0

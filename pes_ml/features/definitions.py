@@ -12,13 +12,15 @@ A window of ``n`` days is ``rel < n``: the half-open
 ``as_of - n days <= timestamp < as_of``.
 
 Distinct counts of event *names* in a window (breadth, adoption) are bit masks:
-each event type owns one bit (:func:`event_masks`), a rollup row keeps the
+each event type owns one bit (:func:`event_bits`), a rollup row keeps the
 ``BIT_OR`` of its events' bits, and a window's distinct types are the
 ``BIT_COUNT`` of the ``BIT_OR`` over its days — exact, additive over days, and
 computed inside the two rollup aggregations instead of a separate distinct over
 the raw events of every window (which cost more than both rollups together at
-12 as_of dates). ``BIT_OR`` and ``BIT_COUNT`` are built-in functions of DuckDB
-and Spark SQL alike.
+12 as_of dates). Core events get a second, dense mask (:data:`CORE_MASK`, bit
+``i`` = core event ``i``), so "which core events" is one ``BIT_OR`` too, and
+the core-event choice itself reads the user-day masks rather than the log.
+``BIT_OR``, ``BIT_COUNT`` and ``&`` are built into DuckDB and Spark SQL alike.
 
 An ``account x user x event x day`` rollup would barely shrink a sparse log
 (10M events -> 8.4M rows) and cost a second hash aggregation of that size, so
@@ -61,58 +63,68 @@ from pes_ml.schemas import ACCOUNT_ID, EVENT, TIMESTAMP, USER_ID, VALUE
 
 N: Final = "n"
 VALUE_SUM: Final = "value_sum"
-CORE_N: Final = "core_n"
 FIRST_DAY: Final = "first_day"
 USER_KEY: Final = (ACCOUNT_ID, USER_ID)
 USER_NUMBER: Final = "user_number"
 """A user's integer key (``account_id``, ``user_id`` in sorted order): cheaper to group by than strings."""
 CORE_MASK: Final = "core_mask"
-"""Bit ``i`` set: the user used core event ``i`` that day (:func:`user_days`)."""
+"""Bit ``i`` set: core event ``i`` was used that day (:func:`account_days`, :func:`numbered_user_days`)."""
+CORE_BIT: Final = "_core_bit"
 BITS_PER_WORD: Final = 62
 """Event-type bits per int64 mask column: ``2**61`` is the largest, far from the sign bit."""
 
 
 @ibis.udf.agg.builtin(name="bit_or")  # type: ignore[untyped-decorator]
-def _bit_or(value: dt.int64) -> dt.int64:
+def bit_or(value: dt.int64) -> dt.int64:
     """Bitwise OR of a group (``BIT_OR`` on DuckDB and Spark SQL)."""
 
 
 @ibis.udf.scalar.builtin(name="bit_count")  # type: ignore[untyped-decorator]
-def _bit_count(value: dt.int64) -> dt.int64:
+def bit_count(value: dt.int64) -> dt.int64:
     """Number of set bits (``BIT_COUNT`` on DuckDB and Spark SQL)."""
 
 
 def mask_column(word: int) -> str:
-    """Name of the ``word``-th event-type bit mask column of :func:`account_days`."""
+    """Name of the ``word``-th event-type bit mask column of :func:`account_days` and :func:`user_days`."""
     return f"_mask_{word}"
 
 
-def event_masks(event_names: Sequence[str]) -> ir.Table:
-    """One row per event type: its bit in the mask columns (``BITS_PER_WORD`` types per column).
+def n_mask_words(n_event_names: int) -> int:
+    """Mask columns :func:`event_bits` makes for ``n_event_names`` event types."""
+    return max(1, -(-n_event_names // BITS_PER_WORD))
 
-    Event ``k`` (in the given order) sets bit ``k % 62`` of :func:`mask_column` ``k // 62``.
+
+def _name_bit(k: int) -> tuple[int, int]:
+    """The mask word and the bit value of event name number ``k``."""
+    return k // BITS_PER_WORD, 2 ** (k % BITS_PER_WORD)
+
+
+def event_bits(event_names: Sequence[str], core_events: Sequence[str] = ()) -> ir.Table:
+    """One row per event type: its bit in the mask columns, and its :data:`CORE_BIT`.
+
+    Event ``k`` (in the given order) sets bit ``k % 62`` of :func:`mask_column`
+    ``k // 62``; core event ``i`` has core bit ``2**i`` (0 for other events).
     """
     columns: dict[str, pa.Array] = {EVENT: pa.array(list(event_names), pa.string())}
     for word in range(n_mask_words(len(event_names))):
-        bits = [2 ** (k % BITS_PER_WORD) if k // BITS_PER_WORD == word else 0
-                for k in range(len(event_names))]
+        bits = [bit if w == word else 0 for w, bit in map(_name_bit, range(len(event_names)))]
         columns[mask_column(word)] = pa.array(bits, pa.int64())
+    core = {name: 2**i for i, name in enumerate(core_events)}
+    columns[CORE_BIT] = pa.array([core.get(name, 0) for name in event_names], pa.int64())
     return ibis.memtable(pa.table(columns))
 
 
-def n_mask_words(n_event_names: int) -> int:
-    """Mask columns :func:`event_masks` makes for ``n_event_names`` event types."""
-    return max(1, -(-n_event_names // BITS_PER_WORD))
+def _coded(events: ir.Table, event_names: Sequence[str], core_events: Sequence[str] = ()) -> ir.Table:
+    """``events`` with the bits of :func:`event_bits` (0 for an event type not in ``event_names``)."""
+    bits = event_bits(event_names, core_events)
+    coded = events.left_join(bits, EVENT)
+    words = [mask_column(w) for w in range(n_mask_words(len(event_names)))]
+    return coded.select(*events.columns, **{c: coded[c].fill_null(0) for c in [*words, CORE_BIT]})
 
 
 def type_column(i: int) -> str:
     """Name of the raw count column of the ``i``-th counted event type."""
     return f"_type_{i}"
-
-
-def core_column(i: int) -> str:
-    """Name of the raw per-day count column of the ``i``-th core event."""
-    return f"_core_{i}"
 
 
 def events_before(events: ir.Table, grid: AsOfGrid) -> ir.Table:
@@ -141,37 +153,44 @@ def _since(events: ir.Table, grid: AsOfGrid, day: int) -> ir.Table:
 def account_days(
     events: ir.Table, event_types: Sequence[str], core_events: Sequence[str], event_names: Sequence[str]
 ) -> ir.Table:
-    """Events, value, core events, each counted event type and core event, and the event-type masks
+    """Events, value, each counted event type, the event-type masks and the :data:`CORE_MASK`
     per (account, day).
 
     Per-name counts are filtered counts (``count(*) FILTER (WHERE event = name)``
     on DuckDB): a third cheaper than sums of 0/1 casts there, the same number everywhere.
-    ``event_names`` are all event types of ``events`` (:func:`event_masks`).
+    ``event_names`` are all event types of ``events`` (:func:`event_bits`).
     """
-    masks = event_masks(event_names)
+    coded = _coded(events, event_names, core_events)
     words = [mask_column(w) for w in range(n_mask_words(len(event_names)))]
-    coded = events.left_join(masks, EVENT).select(ACCOUNT_ID, DAY, EVENT, VALUE, *words)
     event = coded[EVENT]
     metrics: dict[str, ir.Value] = {N: coded.count(), VALUE_SUM: coded[VALUE].sum()}
     for word in words:
-        metrics[word] = _bit_or(coded[word].fill_null(0))
+        metrics[word] = bit_or(coded[word])
+    metrics[CORE_MASK] = bit_or(coded[CORE_BIT])
     for i, name in enumerate(event_types):
         metrics[type_column(i)] = coded.count(where=event == name)
-    if core_events:
-        metrics[CORE_N] = coded.count(where=event.isin(list(core_events)))
-        for i, name in enumerate(core_events):
-            metrics[core_column(i)] = coded.count(where=event == name)
     return coded.group_by([ACCOUNT_ID, DAY]).aggregate(**metrics)
 
 
-def user_days(events: ir.Table, core_events: Sequence[str]) -> ir.Table:
-    """(account, user, day) with a known user, and the :data:`CORE_MASK` of the core events used that day."""
-    known = events.filter(events[USER_ID].notnull())
-    if core_events:
-        bit = ibis.cases(*[(known[EVENT] == name, 2**i) for i, name in enumerate(core_events)], else_=0)
-    else:
-        bit = ibis.literal(0, type="int64")
-    return known.group_by([ACCOUNT_ID, USER_ID, DAY]).aggregate(**{CORE_MASK: _bit_or(bit.cast("int64"))})
+def user_days(events: ir.Table, event_names: Sequence[str]) -> ir.Table:
+    """(account, user, day) with a known user, and the event-type masks of that day (:func:`event_bits`).
+
+    Built before the core events are chosen: :func:`core_event_users` reads it.
+    """
+    known = _coded(events.filter(events[USER_ID].notnull()), event_names)
+    words = [mask_column(w) for w in range(n_mask_words(len(event_names)))]
+    return known.group_by([ACCOUNT_ID, USER_ID, DAY]).aggregate(**{w: bit_or(known[w]) for w in words})
+
+
+def _core_mask(days: ir.Table, core_events: Sequence[str], event_names: Sequence[str]) -> ir.Value:
+    """The :data:`CORE_MASK` of a row of event-type masks: bit ``i`` from core event ``i``'s bit."""
+    position = {name: k for k, name in enumerate(event_names)}
+    mask: ir.IntegerValue = ibis.literal(0, type="int64")
+    for i, name in enumerate(core_events):
+        if name in position:  # a pinned core event absent from the data is never used
+            word, bit = _name_bit(position[name])
+            mask = mask + ibis.ifelse((days[mask_column(word)] & bit) != 0, 2**i, 0)
+    return mask.cast("int64")
 
 
 def user_first_days(days: ir.Table) -> ir.Table:
@@ -185,19 +204,24 @@ def user_first_days(days: ir.Table) -> ir.Table:
     return first.mutate(**{USER_NUMBER: number})
 
 
-def numbered_user_days(days: ir.Table, first_days: ir.Table) -> ir.Table:
-    """:func:`user_days` keyed by the integer :data:`USER_NUMBER` of :func:`user_first_days`."""
-    return days.join(first_days, list(USER_KEY)).select(USER_NUMBER, DAY, CORE_MASK)
+def numbered_user_days(
+    days: ir.Table, first_days: ir.Table, core_events: Sequence[str], event_names: Sequence[str]
+) -> ir.Table:
+    """:func:`user_days` keyed by the integer :data:`USER_NUMBER` of :func:`user_first_days`,
+    with the :data:`CORE_MASK` of the core events used that day."""
+    joined = days.join(first_days, list(USER_KEY))
+    return joined.select(USER_NUMBER, DAY, **{CORE_MASK: _core_mask(joined, core_events, event_names)})
 
 
-def event_aggregates(days: ir.Table, grid: AsOfGrid, n_types: int, n_core: int, n_words: int) -> ir.Table:
+def event_aggregates(days: ir.Table, grid: AsOfGrid, n_types: int, n_core: int) -> ir.Table:
     """Account-level window counts per (account_id, j): events, values, active days, event types.
 
     ``days`` is :func:`account_days`: one row per active day, so a count of rows is
     a count of days. Distinct event types of the last 30 days are the set bits of
-    the masks' ``BIT_OR`` over those days; distinct core events, the core events
-    with a count above 0.
+    the masks' ``BIT_OR`` over those days; distinct core events, the set bits of
+    the core masks' ``BIT_OR``.
     """
+    n_words = sum(1 for column in days.columns if column.startswith("_mask_"))
     w = days.join(grid.window_days_table(), DAY)
     n, value, in30, prior30 = w[N], w[VALUE_SUM], w[IN_30D], w[PRIOR_30D]
     metrics: dict[str, ir.Value] = {
@@ -210,13 +234,12 @@ def event_aggregates(days: ir.Table, grid: AsOfGrid, n_types: int, n_core: int, 
         "active_days_30d": in30.sum(),
         "active_days_prior_30d": prior30.sum(),
     }
-    types = [_bit_count(_bit_or(w[mask_column(word)] * in30)) for word in range(n_words)]
+    types = [bit_count(bit_or(w[mask_column(word)] * in30)) for word in range(n_words)]
     metrics["event_types_30d"] = sum(types[1:], types[0])
     for i in range(n_types):
         metrics[type_column(i)] = (w[type_column(i)] * in30).sum()
     if n_core:
-        used = [((w[core_column(i)] * in30).sum() > 0).cast("int64") for i in range(n_core)]
-        metrics["core_events_used_30d"] = sum(used[1:], used[0])
+        metrics["core_events_used_30d"] = bit_count(bit_or(w[CORE_MASK] * in30))
     return w.group_by([ACCOUNT_ID, J]).aggregate(**metrics)
 
 
@@ -243,7 +266,7 @@ def user_aggregates(days: ir.Table, first_days: ir.Table, grid: AsOfGrid) -> ir.
     per_user = w.group_by([USER_NUMBER, J, A]).aggregate(
         packed_days=w[PACKED_DAYS].sum(),
         packed_weeks=w[PACKED_WEEKS].sum(),
-        core_30d=_bit_or(w[CORE_MASK] * w[IN_30D]),
+        core_30d=bit_or(w[CORE_MASK] * w[IN_30D]),
     )
     u = per_user.join(first_days, USER_NUMBER)
     packed, weeks = u["packed_days"], u["packed_weeks"]
@@ -271,7 +294,7 @@ def user_aggregates(days: ir.Table, first_days: ir.Table, grid: AsOfGrid) -> ir.
         dropped_users_30d=u.count(where=(prior > 0) & (d30 == 0)),
         wau_slope_num=slope.sum(),
         # Distinct (user, core event) pairs of the last 30 days: the adoption numerator.
-        core_user_events_30d=_bit_count(u["core_30d"]).sum(),
+        core_user_events_30d=bit_count(u["core_30d"]).sum(),
     )
 
 
@@ -295,14 +318,25 @@ def top_event_types_expr(window: ir.Table, n: int) -> ir.Table:
     return counts.order_by([ibis.desc(N), EVENT]).limit(n)
 
 
-def core_events_expr(window: ir.Table, accounts: ir.Table | None, n: int) -> ir.Table:
-    """The ``n`` events used by the most users of ``accounts`` in ``window`` (ties by name).
+def core_event_users(
+    days: ir.Table, grid: AsOfGrid, accounts: ir.Table | None, event_names: Sequence[str]
+) -> ir.Table:
+    """Users of ``accounts`` who used each event type in the 90 days before the *earliest* as_of.
 
-    ``accounts`` are those present (retained so far) at the earliest as_of.
+    ``days`` is :func:`user_days`; ``accounts`` are those present (retained so
+    far) at the earliest as_of. One row, one column per event name (in the
+    order of ``event_names``): the numbers the default core events are chosen by.
     """
-    rows = window.filter(window[USER_ID].notnull())
+    first = grid.days[0]
+    window = days.filter((days[DAY] >= first - MAX_WINDOW_DAYS) & (days[DAY] < first))
     if accounts is not None:
-        rows = rows.join(accounts, ACCOUNT_ID)
-    pairs = rows.select(ACCOUNT_ID, USER_ID, EVENT).distinct()
-    users = pairs.group_by(EVENT).aggregate(users=pairs.count())
-    return users.order_by([ibis.desc("users"), EVENT]).limit(n)
+        window = window.join(accounts, ACCOUNT_ID)
+    words = [mask_column(w) for w in range(n_mask_words(len(event_names)))]
+    users = window.group_by(list(USER_KEY)).aggregate(**{w: bit_or(window[w]) for w in words})
+    counts: dict[str, ir.Value] = {}
+    for k in range(len(event_names)):
+        word, bit = _name_bit(k)
+        counts[f"users_{k}"] = users.count(where=(users[mask_column(word)] & bit) != 0)
+    if not counts:
+        counts["users_none"] = users.count()
+    return users.aggregate(**counts)

@@ -238,5 +238,6 @@ def finish_features(
     cols[AS_OF] = as_of_index[j]
     order = [ACCOUNT_ID, AS_OF] + [s.name for s in CATALOG if s.name in cols]
     order += [c for c in cols if c not in order]
-    # One frame built in catalog order: reordering a built frame copies every column again.
-    return pd.DataFrame({name: cols[name] for name in order}, index=f.index)
+    # One frame built in catalog order, taking the arrays over: reordering a built frame, or
+    # consolidating its columns into 2-D blocks, copies every column again.
+    return pd.DataFrame({name: cols[name] for name in order}, index=f.index, copy=False)

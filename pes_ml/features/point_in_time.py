@@ -31,7 +31,7 @@ from typing import Final
 import ibis
 import ibis.expr.types as ir
 
-from pes_ml.features.definitions import CORE_N, FIRST_DAY, core_column
+from pes_ml.features.definitions import CORE_MASK, FIRST_DAY, bit_count, bit_or
 from pes_ml.features.inputs import AS_OF_90D, BUCKET, DAY, AsOfGrid, J
 from pes_ml.schemas import (
     ACCOUNT_ID,
@@ -142,8 +142,7 @@ def history_aggregates(
     Parameters
     ----------
     account_days
-        :func:`~pes_ml.features.definitions.account_days` (with ``core_n`` and the
-        per-core-event columns when core events are known).
+        :func:`~pes_ml.features.definitions.account_days` (with its ``core_mask``).
     first_days
         :func:`~pes_ml.features.definitions.user_first_days`.
     n_core
@@ -163,10 +162,9 @@ def history_aggregates(
     day = days[DAY]
     per_bucket: dict[str, ir.Value] = {"last_day": day.max(), "first_event_day": day.min()}
     if n_core:
-        core_day = ibis.ifelse(days[CORE_N] > 0, day, null_int)
-        per_bucket.update(last_core_day=core_day.max(), first_core_day=core_day.min())
-    for i in range(n_core):
-        per_bucket[f"first_core_{i}"] = ibis.ifelse(days[core_column(i)] > 0, day, null_int).min()
+        core_day = ibis.ifelse(days[CORE_MASK] != 0, day, null_int)
+        per_bucket.update(last_core_day=core_day.max(), first_core_day=core_day.min(),
+                          core_used=bit_or(days[CORE_MASK]))
     buckets = days.group_by([ACCOUNT_ID, BUCKET]).aggregate(**per_bucket)
     if not n_core:
         buckets = buckets.mutate(last_core_day=null_int, first_core_day=null_int)
@@ -177,8 +175,10 @@ def history_aggregates(
         "first_event_day": buckets["first_event_day"].min().over(ever),
         "first_core_day": buckets["first_core_day"].min().over(ever),
     }
-    used = [buckets[f"first_core_{i}"].min().over(ever).notnull().cast("int64") for i in range(n_core)]
-    running["core_events_ever"] = sum(used[1:], used[0]) if used else ibis.literal(0, type="int64")
+    # The core events used so far: the running BIT_OR of each bucket's core mask.
+    running["core_events_ever"] = (
+        bit_count(bit_or(buckets["core_used"]).over(ever)) if n_core else ibis.literal(0, type="int64")
+    )
     activity = _spread(buckets.select(ACCOUNT_ID, BUCKET, _next_bucket(buckets, grid), **running), grid)
 
     users = first_days.mutate(**{BUCKET: _bucket(first_days[FIRST_DAY], grid)})
