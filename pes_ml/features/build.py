@@ -33,10 +33,6 @@ logger = logging.getLogger(__name__)
 Mode = Literal["auto", "subscription", "activity"]
 
 
-def _strings(table: ir.Table, column: str) -> list[str]:
-    return [str(v) for v in to_arrow(table)[column].to_pylist()]
-
-
 def _resolve_mode(tables: FeatureTables, mode: Mode) -> str:
     if mode != "auto":
         return mode
@@ -59,19 +55,22 @@ def _core_events(
 
 
 def _vocabulary(
-    events: ir.Table,
+    counts: dict[str, int],
     user_days: ir.Table,
     spine: ir.Table | None,
     grid: AsOfGrid,
     config: FeatureConfig,
     names: list[str],
 ) -> dict[str, list[str]]:
-    """Event types with their own count, and core events: from config, or from data before the first as_of."""
+    """Event types with their own count, and core events: from config, or from data before the first as_of.
+
+    ``counts`` are the events per type in the 90 days before the first as_of (:func:`d.event_counts`).
+    """
     if config.event_types is not None:
         event_types = list(config.event_types)
     else:
-        window = d.vocabulary_window(events, grid)
-        event_types = _strings(d.top_event_types_expr(window, config.top_event_types), EVENT)
+        seen = {name: n for name, n in counts.items() if n > 0}
+        event_types = sorted(seen, key=lambda name: (-seen[name], name))[: config.top_event_types]
     if config.core_events is not None:
         core = list(config.core_events)
     else:
@@ -105,11 +104,14 @@ def _grid_features(
     spine = None
     if mode == "subscription" and tables.subscriptions is not None:
         spine = pit.subscription_spine(tables.subscriptions, grid)
-    names = _strings(d.event_names_expr(events), EVENT)
+    counted = to_arrow(d.event_counts(events, grid))
+    counts = {str(name): int(n) for name, n in zip(counted[EVENT].to_pylist(), counted[d.N].to_pylist(),
+                                                      strict=True)}
+    names = sorted(counts)  # the bit order: by code point, the byte order both engines sort by
     with ExitStack() as stack:
         user_days = stack.enter_context(materialized(d.user_days(events, names)))
         if "event_types" not in vocabulary:
-            vocabulary.update(_vocabulary(events, user_days, spine, grid, config, names))
+            vocabulary.update(_vocabulary(counts, user_days, spine, grid, config, names))
         event_types, core = vocabulary["event_types"], vocabulary["core_events"]
         account_days = stack.enter_context(materialized(d.account_days(events, event_types, core, names)))
         first_days = stack.enter_context(materialized(d.user_first_days(user_days)))

@@ -34,7 +34,7 @@ for both engines.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import timedelta
 from typing import Final
 
 import ibis
@@ -51,7 +51,6 @@ from pes_ml.features.inputs import (
     PACKED_DAYS,
     PACKED_WEEKS,
     PRIOR_30D,
-    SECONDS_PER_DAY,
     WEEKS,
     WEEKS_BASE,
     A,
@@ -137,17 +136,6 @@ def events_before(events: ir.Table, grid: AsOfGrid) -> ir.Table:
     return kept.select(
         ACCOUNT_ID, USER_ID, EVENT, VALUE, TIMESTAMP, **{DAY: day_number(kept[TIMESTAMP], grid.offset)}
     )
-
-
-def _since(events: ir.Table, grid: AsOfGrid, day: int) -> ir.Table:
-    """Events from the start of aligned ``day`` on, filtered on the raw timestamp.
-
-    The same rows as ``day >= day``, but a predicate on a stored column: the
-    engine pushes it into the Parquet scan and skips decoding the other columns
-    of the rows it drops.
-    """
-    start = datetime.fromtimestamp(day * SECONDS_PER_DAY + grid.offset, tz=UTC)
-    return events.filter(events[TIMESTAMP] >= ibis.literal(start, type="timestamp('UTC')"))
 
 
 def account_days(
@@ -298,24 +286,20 @@ def user_aggregates(days: ir.Table, first_days: ir.Table, grid: AsOfGrid) -> ir.
     )
 
 
-def vocabulary_window(events: ir.Table, grid: AsOfGrid) -> ir.Table:
-    """Events in the 90 days before the *earliest* as_of: the data vocabularies are chosen from."""
-    first = grid.days[0]
-    window = _since(events, grid, first - MAX_WINDOW_DAYS)
-    return window.filter(window[DAY] < first)
-
-
-def event_names_expr(events: ir.Table) -> ir.Table:
-    """Every event type of ``events`` once, in name order: the bits of :func:`event_masks`."""
+def event_counts(events: ir.Table, grid: AsOfGrid) -> ir.Table:
+    """Every event type of ``events`` once, with its events in the 90 days before
+    the *earliest* as_of (``n``): the names of :func:`event_bits` and the counts the default
+    per-type columns are chosen by, in one scan."""
+    first = grid.as_of[0].to_pydatetime()
+    start = first - timedelta(days=MAX_WINDOW_DAYS)
+    named = events.filter(events[EVENT].notnull())
+    # On the stored timestamp (the same rows as day numbers A - 90 <= day < A): no per-row arithmetic.
+    stamp = named[TIMESTAMP]
+    in_window = (stamp >= ibis.literal(start, type="timestamp('UTC')")) & (
+        stamp < ibis.literal(first, type="timestamp('UTC')")
+    )
     # group_by, not distinct(): on Spark, distinct().order_by() here returned every row (parity test).
-    names = events.filter(events[EVENT].notnull()).group_by(EVENT).aggregate()
-    return names.order_by(EVENT)
-
-
-def top_event_types_expr(window: ir.Table, n: int) -> ir.Table:
-    """The ``n`` most frequent event types of ``window`` (ties by name)."""
-    counts = window.group_by(EVENT).aggregate(**{N: window.count()})
-    return counts.order_by([ibis.desc(N), EVENT]).limit(n)
+    return named.group_by(EVENT).aggregate(**{N: named.count(where=in_window)})
 
 
 def core_event_users(
