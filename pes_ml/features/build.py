@@ -101,8 +101,9 @@ def _grid_features(
     vocabulary: dict[str, list[str]],
 ) -> pd.DataFrame:
     events = d.events_before(tables.events, grid)
-    by_subscription = mode == "subscription" and tables.subscriptions is not None
-    present = pit.subscription_spine(tables.subscriptions, grid) if by_subscription else None
+    spine = None
+    if mode == "subscription" and tables.subscriptions is not None:
+        spine = pit.subscription_spine(tables.subscriptions, grid)
     counted = to_arrow(d.event_counts(events, grid))
     counts = {str(name): int(n) for name, n in zip(counted[EVENT].to_pylist(), counted[d.N].to_pylist(),
                                                       strict=True)}
@@ -110,26 +111,22 @@ def _grid_features(
     with ExitStack() as stack:
         user_days = stack.enter_context(materialized(d.user_days(events, names)))
         if "event_types" not in vocabulary:
-            vocabulary.update(_vocabulary(counts, user_days, present, grid, config, names))
+            vocabulary.update(_vocabulary(counts, user_days, spine, grid, config, names))
         event_types, core = vocabulary["event_types"], vocabulary["core_events"]
         account_days = stack.enter_context(materialized(d.account_days(events, event_types, core, names)))
         first_days = stack.enter_context(materialized(d.user_first_days(user_days)))
         numbered_days = stack.enter_context(
             materialized(d.numbered_user_days(user_days, first_days, core, names))
         )
+        if spine is None:
+            spine = pit.activity_candidates(account_days, grid)
         parts: list[ir.Table] = [
             d.event_aggregates(account_days, grid, len(event_types), len(core)),
             d.user_aggregates(numbered_days, first_days, grid),
             *pit.history_aggregates(account_days, first_days, len(core), grid),
         ]
-        state = None if tables.subscriptions is None else pit.subscription_state(tables.subscriptions, grid)
-        if by_subscription and state is not None:
-            # The accounts with a subscription active at as_of are the rows of their subscription
-            # state that have one: the snapshot and its commercial part in one relation, one join less.
-            spine = state.filter(state[pit.ACTIVE_NOW] > 0)
-        else:
-            spine = pit.activity_candidates(account_days, grid)
-            parts += [] if state is None else [state]
+        if tables.subscriptions is not None:
+            parts.append(pit.subscription_state(tables.subscriptions, grid))
         joined = _left(spine, *parts)
         joined = joined.join(grid.as_of_table().select(J, A), J)
         if tables.accounts is not None:

@@ -49,8 +49,6 @@ from pes_ml.schemas import (
 )
 
 NEXT_BUCKET: Final = "_next_bucket"
-ACTIVE_NOW: Final = "active_now"
-"""Subscriptions active at as_of (:func:`subscription_state`): above 0 for every account present."""
 
 
 def _active_at(subs: ir.Table, instant: ir.TimestampValue) -> ir.BooleanValue:
@@ -77,9 +75,8 @@ def subscription_state(subscriptions: ir.Table, grid: AsOfGrid) -> ir.Table:
     (plan, billing period, discount, auto-renew, period start) come from the one
     that started last. One join of the subscriptions started by as_of, then
     filtered aggregates: active now, active 90 days earlier, first start.
-    Accounts with no subscription active at as_of get :data:`ACTIVE_NOW` 0 and
-    NULL state (they are not in the subscription-mode snapshot, which is the
-    rows with :data:`ACTIVE_NOW` above 0).
+    Accounts with no subscription active at as_of get NULL state (they are not
+    in the subscription-mode snapshot anyway).
     """
     asof = grid.as_of_table()
     started = subscriptions.join(asof, subscriptions[START] <= asof[AS_OF])
@@ -87,7 +84,6 @@ def subscription_state(subscriptions: ir.Table, grid: AsOfGrid) -> ir.Table:
     before = _active_at(started, started[AS_OF_90D])
     start = started[START]
     return started.group_by([ACCOUNT_ID, J]).aggregate(
-        **{ACTIVE_NOW: started.count(where=now)},
         mrr=started[MRR].sum(where=now),
         sub_seats=started[SEATS].sum(where=now),
         period_start=start.max(where=now),
