@@ -275,15 +275,18 @@ def pandas_features(
     first_core = day_start(per_account(core_ever.groupby(ACCOUNT)["days_ago"].max(), None))
     f["days_to_first_core_event"] = np.floor((first_core - account_start) / DAY).clip(lower=0)
 
-    # --- commercial and contract: sums over active subscriptions, the rest from the latest -------
-    latest = active.sort_values([ACCOUNT, "start"]).drop_duplicates(ACCOUNT, keep="last").set_index(ACCOUNT)
+    # --- commercial and contract: sums over active subscriptions, the rest from the main one -----
+    # The main subscription: the largest MRR, the latest started among equals.
+    by_size = active.sort_values([ACCOUNT, "mrr", "start"], na_position="first") if "mrr" in active else (
+        active.sort_values([ACCOUNT, "start"]))
+    main = by_size.drop_duplicates(ACCOUNT, keep="last").set_index(ACCOUNT)
     attributes = pd.DataFrame(index=present)
     if accounts is not None:
         by_account = accounts.groupby(ACCOUNT)
         for name in ("plan", "segment", "seats"):
             if name in accounts.columns:
                 attributes[name] = per_account(by_account[name].max(), None)
-    plan = per_account(_column(latest, "plan"), None).combine_first(_column(attributes, "plan"))
+    plan = per_account(_column(main, "plan"), None).combine_first(_column(attributes, "plan"))
     f["plan"] = plan.astype("str")
     f["segment"] = _column(attributes, "segment").astype("str")
     # Seats paid for: summed over active subscriptions, else the account's own seats.
@@ -298,13 +301,13 @@ def pandas_features(
     active_then = subs[(subs["start"] <= then) & (subs["end"].isna() | (subs["end"] > then))]
     mrr_then = per_account(_column(active_then, "mrr").groupby(active_then[ACCOUNT]).sum())
     f["mrr_change_90d"] = (f["mrr"] - mrr_then).where(present.isin(active_then[ACCOUNT]))
-    f["billing_period_months"] = per_account(_column(latest, "billing_period_months"), None).astype("float64")
-    renewal = _next_renewal(per_account(latest["start"], None), f["billing_period_months"], as_of)
+    f["billing_period_months"] = per_account(_column(main, "billing_period_months"), None).astype("float64")
+    renewal = _next_renewal(per_account(main["start"], None), f["billing_period_months"], as_of)
     f["days_to_renewal"] = (renewal - as_of) / DAY
     f["renewal_in_horizon"] = (f["days_to_renewal"] < horizon_days).astype("float64")
     f["renewal_in_horizon"] = f["renewal_in_horizon"].where(f["days_to_renewal"].notna())
-    f["discount"] = per_account(_column(latest, "discount"), None).astype("float64")
-    f["auto_renew"] = per_account(_column(latest, "auto_renew"), None).astype("float64")
+    f["discount"] = per_account(_column(main, "discount"), None).astype("float64")
+    f["auto_renew"] = per_account(_column(main, "auto_renew"), None).astype("float64")
 
     # --- classic PES: adoption, stickiness, growth and their percentiles among present accounts --
     no_users = f["active_users_30d"] == 0

@@ -182,16 +182,16 @@ _FEATURES: tuple[FeatureSpec, ...] = (
        _NAN_NO_SUBS),
     _s("mrr_change_90d", "commercial", 90, "Change in MRR over the last 90 days", "healthier", "currency",
        "NaN when no subscription was active 90 days before as_of"),
-    # --- contract -------------------------------------------------------------------------
+    # --- contract: from the main subscription, the active one with the largest MRR ---------
     _s("billing_period_months", "contract", None, "Billing period in months", "neutral", "months",
        _NAN_NO_SUBS),
     _s("days_to_renewal", "contract", None, "Days until the next renewal date", "neutral", "days",
        _NAN_NO_SUBS),
     _s("renewal_in_horizon", "contract", None, "A renewal falls inside the prediction horizon",
        "riskier", "flag", _NAN_NO_SUBS),
-    _s("discount", "contract", None, "Discount on the current subscription", "neutral", "share",
+    _s("discount", "contract", None, "Discount on the main subscription", "neutral", "share",
        _NAN_NO_SUBS),
-    _s("auto_renew", "contract", None, "The subscription renews automatically", "healthier", "flag",
+    _s("auto_renew", "contract", None, "The main subscription renews automatically", "healthier", "flag",
        _NAN_NO_SUBS),
 )
 
@@ -258,7 +258,7 @@ def catalog_version(specs: tuple[FeatureSpec, ...]) -> str:
 
 
 # Bump the suffix when a computation changes without any metadata change.
-_DEFINITIONS_REVISION: Final = "definitions-1"
+_DEFINITIONS_REVISION: Final = "definitions-2"
 CATALOG_VERSION: Final[str] = catalog_version(
     (*CATALOG, _s(_DEFINITIONS_REVISION, "activity", None, "", "neutral", ""))
 )

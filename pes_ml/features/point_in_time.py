@@ -71,26 +71,35 @@ def activity_candidates(event_days: ir.Table, grid: AsOfGrid) -> ir.Table:
 def subscription_state(subscriptions: ir.Table, grid: AsOfGrid) -> ir.Table:
     """Commercial and contract state per (account_id, j) from the subscriptions active at as_of.
 
-    MRR and seats are summed over active subscriptions; the contract fields
-    (plan, billing period, discount, auto-renew, period start) come from the one
-    that started last. One join of the subscriptions started by as_of, then
-    filtered aggregates: active now, active 90 days earlier, first start.
-    Accounts with no subscription active at as_of get NULL state (they are not
-    in the subscription-mode snapshot anyway).
+    MRR and seats are summed over active subscriptions. The contract fields
+    (plan, billing period, discount, auto-renew, period start) come from the
+    *main* subscription: the active one with the largest MRR, the latest started
+    among equals — so a small monthly add-on bought after an annual contract
+    does not hide the annual renewal. One join of the subscriptions started by
+    as_of, then filtered aggregates: active now, active 90 days earlier, first
+    start. Accounts with no subscription active at as_of get NULL state (they
+    are not in the subscription-mode snapshot anyway).
     """
     asof = grid.as_of_table()
     started = subscriptions.join(asof, subscriptions[START] <= asof[AS_OF])
     now = _active_at(started, started[AS_OF])
+    largest = ibis.ifelse(now, started[MRR], ibis.null("float64")).max().over(
+        ibis.window(group_by=[ACCOUNT_ID, J])
+    )
+    # Active with the largest MRR; every active one when no active subscription has an MRR.
+    started = started.mutate(_main=now & ((started[MRR] == largest) | largest.isnull()))
+    now = _active_at(started, started[AS_OF])
+    main = started["_main"]
     before = _active_at(started, started[AS_OF_90D])
     start = started[START]
     return started.group_by([ACCOUNT_ID, J]).aggregate(
         mrr=started[MRR].sum(where=now),
         sub_seats=started[SEATS].sum(where=now),
-        period_start=start.max(where=now),
-        sub_plan=started[PLAN].argmax(start, where=now),
-        billing_period_months=started[BILLING_PERIOD_MONTHS].argmax(start, where=now),
-        discount=started[DISCOUNT].argmax(start, where=now),
-        auto_renew=started[AUTO_RENEW].cast("float64").argmax(start, where=now),
+        period_start=start.max(where=main),
+        sub_plan=started[PLAN].argmax(start, where=main),
+        billing_period_months=started[BILLING_PERIOD_MONTHS].argmax(start, where=main),
+        discount=started[DISCOUNT].argmax(start, where=main),
+        auto_renew=started[AUTO_RENEW].cast("float64").argmax(start, where=main),
         mrr_90d_ago=started[MRR].sum(where=before),
         active_90d_ago=started.count(where=before),
         first_start=start.min(),

@@ -179,6 +179,25 @@ def test_mid_term_churn_does_not_change_days_to_renewal(duck: Engine) -> None:
     assert row(churned, "c1")["renewal_in_horizon"] == 0.0
 
 
+def test_contract_fields_come_from_the_largest_active_subscription(duck: Engine) -> None:
+    events = make_events([("c1", "u", "login", AS_OF - DAY)])
+    # An annual contract from 2024-01-15 and a small monthly add-on bought later, on 2024-05-20.
+    addon = _subscription(start=pd.Timestamp("2024-05-20", tz="UTC"), mrr=20.0, seats=1.0, plan="addon",
+                          billing_period_months=1.0, discount=0.0, auto_renew=False)
+    features = duck.features(events, subscriptions=_subs([_subscription(), addon]))
+    c1 = row(features, "c1")
+    # The annual renewal (2025-01-15), not the add-on's monthly one (2024-06-20).
+    assert c1["days_to_renewal"] == (pd.Timestamp("2025-01-15", tz="UTC") - AS_OF).days
+    contract = (c1["billing_period_months"], c1["discount"], c1["auto_renew"], c1["plan"])
+    assert contract == (12.0, 0.1, 1.0, "pro")
+    assert (c1["mrr"], c1["seats"]) == (120.0, 6.0)  # MRR and seats still add up over both
+    # Equal MRR: the latest started is the main subscription.
+    same = _subscription(start=pd.Timestamp("2024-05-20", tz="UTC"), billing_period_months=1.0)
+    tied = row(duck.features(events, subscriptions=_subs([_subscription(), same])), "c1")
+    assert tied["billing_period_months"] == 1.0
+    assert tied["days_to_renewal"] == (pd.Timestamp("2024-06-20", tz="UTC") - AS_OF).days
+
+
 # --- property: events at or after as_of never change a feature --------------------------------
 
 ACCOUNTS = st.sampled_from(["a1", "a2", "a3"])
