@@ -126,7 +126,10 @@ def _grid_features(
             *pit.history_aggregates(account_days, first_days, len(core), grid),
         ]
         if tables.subscriptions is not None:
-            parts.append(pit.subscription_state(tables.subscriptions, grid))
+            # Its own query: the window that picks the main subscription is not one more operator
+            # holding memory inside the final query (97M events ran out of a 1GB cap otherwise).
+            state = pit.subscription_state(tables.subscriptions, grid)
+            parts.append(stack.enter_context(materialized(state)))
         joined = _left(spine, *parts)
         joined = joined.join(grid.as_of_table().select(J, A), J)
         if tables.accounts is not None:
