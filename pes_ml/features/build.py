@@ -126,7 +126,7 @@ def _grid_features(
             *pit.history_aggregates(account_days, first_days, len(core), grid),
         ]
         if tables.subscriptions is not None:
-            # Its own query: the window that picks the main subscription is not one more operator
+            # Its own query: picking the main subscription is not one more operator
             # holding memory inside the final query (97M events ran out of a 1GB cap otherwise).
             state = pit.subscription_state(tables.subscriptions, grid)
             parts.append(stack.enter_context(materialized(state)))

@@ -83,9 +83,9 @@ def subscription_state(subscriptions: ir.Table, grid: AsOfGrid) -> ir.Table:
     asof = grid.as_of_table()
     started = subscriptions.join(asof, subscriptions[START] <= asof[AS_OF])
     now = _active_at(started, started[AS_OF])
-    largest = ibis.ifelse(now, started[MRR], ibis.null("float64")).max().over(
-        ibis.window(group_by=[ACCOUNT_ID, J])
-    )
+    sizes = started.group_by([ACCOUNT_ID, J]).aggregate(_largest=started[MRR].max(where=now))
+    started = started.join(sizes, [ACCOUNT_ID, J])
+    now, largest = _active_at(started, started[AS_OF]), started["_largest"]
     # Active with the largest MRR; every active one when no active subscription has an MRR.
     started = started.mutate(_main=now & ((started[MRR] == largest) | largest.isnull()))
     now = _active_at(started, started[AS_OF])
