@@ -72,7 +72,6 @@ USER_NUMBER: Final = "user_number"
 """A user's integer key (``account_id``, ``user_id`` in sorted order): cheaper to group by than strings."""
 CORE_MASK: Final = "core_mask"
 """Bit ``i`` set: core event ``i`` was used that day (:func:`account_days`, :func:`numbered_user_days`)."""
-CORE_BIT: Final = "_core_bit"
 BITS_PER_WORD: Final = 62
 """Event-type bits per int64 mask column: ``2**61`` is the largest, far from the sign bit."""
 
@@ -97,32 +96,37 @@ def n_mask_words(n_event_names: int) -> int:
     return max(1, -(-n_event_names // BITS_PER_WORD))
 
 
+def mask_columns(n_event_names: int) -> list[str]:
+    """The mask columns of ``n_event_names`` event types, in word order."""
+    return [mask_column(word) for word in range(n_mask_words(n_event_names))]
+
+
+def masks_of(table: ir.Table) -> list[str]:
+    """The mask columns ``table`` carries (a rollup of :func:`account_days` or :func:`user_days`)."""
+    return [mask_column(word) for word in range(len(table.columns)) if mask_column(word) in table.columns]
+
+
 def _name_bit(k: int) -> tuple[int, int]:
     """The mask word and the bit value of event name number ``k``."""
     return k // BITS_PER_WORD, 2 ** (k % BITS_PER_WORD)
 
 
-def event_bits(event_names: Sequence[str], core_events: Sequence[str] = ()) -> ir.Table:
-    """One row per event type: its bit in the mask columns, and its :data:`CORE_BIT`.
+def event_bits(event_names: Sequence[str]) -> ir.Table:
+    """One row per event type: its bit in the mask columns.
 
-    Event ``k`` (in the given order) sets bit ``k % 62`` of :func:`mask_column`
-    ``k // 62``; core event ``i`` has core bit ``2**i`` (0 for other events).
+    Event ``k`` (in the given order) sets bit ``k % 62`` of :func:`mask_column` ``k // 62``.
     """
     columns: dict[str, pa.Array] = {EVENT: pa.array(list(event_names), pa.string())}
-    for word in range(n_mask_words(len(event_names))):
+    for word, column in enumerate(mask_columns(len(event_names))):
         bits = [bit if w == word else 0 for w, bit in map(_name_bit, range(len(event_names)))]
-        columns[mask_column(word)] = pa.array(bits, pa.int64())
-    core = {name: 2**i for i, name in enumerate(core_events)}
-    columns[CORE_BIT] = pa.array([core.get(name, 0) for name in event_names], pa.int64())
+        columns[column] = pa.array(bits, pa.int64())
     return ibis.memtable(pa.table(columns))
 
 
-def _coded(events: ir.Table, event_names: Sequence[str], core_events: Sequence[str] = ()) -> ir.Table:
+def _coded(events: ir.Table, event_names: Sequence[str]) -> ir.Table:
     """``events`` with the bits of :func:`event_bits` (0 for an event type not in ``event_names``)."""
-    bits = event_bits(event_names, core_events)
-    coded = events.left_join(bits, EVENT)
-    words = [mask_column(w) for w in range(n_mask_words(len(event_names)))]
-    return coded.select(*events.columns, **{c: coded[c].fill_null(0) for c in [*words, CORE_BIT]})
+    coded = events.left_join(event_bits(event_names), EVENT)
+    return coded.select(*events.columns, **{c: coded[c].fill_null(0) for c in mask_columns(len(event_names))})
 
 
 def type_column(i: int) -> str:
@@ -152,16 +156,15 @@ def account_days(
     on DuckDB): a third cheaper than sums of 0/1 casts there, the same number everywhere.
     ``event_names`` are all event types of ``events`` (:func:`event_bits`).
     """
-    coded = _coded(events, event_names, core_events)
-    words = [mask_column(w) for w in range(n_mask_words(len(event_names)))]
+    coded = _coded(events, event_names)
     event = coded[EVENT]
     metrics: dict[str, ir.Value] = {N: coded.count(), VALUE_SUM: coded[VALUE].sum()}
-    for word in words:
+    for word in mask_columns(len(event_names)):
         metrics[word] = bit_or(coded[word])
-    metrics[CORE_MASK] = bit_or(coded[CORE_BIT])
     for i, name in enumerate(event_types):
         metrics[type_column(i)] = coded.count(where=event == name)
-    return coded.group_by([ACCOUNT_ID, DAY]).aggregate(**metrics)
+    days = coded.group_by([ACCOUNT_ID, DAY]).aggregate(**metrics)
+    return days.mutate(**{CORE_MASK: _core_mask(days, core_events, event_names)})
 
 
 def user_days(events: ir.Table, event_names: Sequence[str]) -> ir.Table:
@@ -170,8 +173,8 @@ def user_days(events: ir.Table, event_names: Sequence[str]) -> ir.Table:
     Built before the core events are chosen: :func:`core_event_users` reads it.
     """
     known = _coded(events.filter(events[USER_ID].notnull()), event_names)
-    words = [mask_column(w) for w in range(n_mask_words(len(event_names)))]
-    return known.group_by([ACCOUNT_ID, USER_ID, DAY]).aggregate(**{w: bit_or(known[w]) for w in words})
+    masks = {word: bit_or(known[word]) for word in mask_columns(len(event_names))}
+    return known.group_by([ACCOUNT_ID, USER_ID, DAY]).aggregate(**masks)
 
 
 def _core_mask(days: ir.Table, core_events: Sequence[str], event_names: Sequence[str]) -> ir.Value:
@@ -213,7 +216,6 @@ def event_aggregates(days: ir.Table, grid: AsOfGrid, n_types: int, n_core: int) 
     the masks' ``BIT_OR`` over those days; distinct core events, the set bits of
     the core masks' ``BIT_OR``.
     """
-    n_words = sum(1 for column in days.columns if column.startswith("_mask_"))
     w = days.join(grid.window_days_table(), DAY)
     n, value, in30, prior30 = w[N], w[VALUE_SUM], w[IN_30D], w[PRIOR_30D]
     metrics: dict[str, ir.Value] = {
@@ -226,7 +228,7 @@ def event_aggregates(days: ir.Table, grid: AsOfGrid, n_types: int, n_core: int) 
         "active_days_30d": in30.sum(),
         "active_days_prior_30d": prior30.sum(),
     }
-    types = [bit_count(bit_or(w[mask_column(word)] * in30)) for word in range(n_words)]
+    types = [bit_count(bit_or(w[word] * in30)) for word in masks_of(days)]
     metrics["event_types_30d"] = sum(types[1:], types[0])
     for i in range(n_types):
         metrics[type_column(i)] = (w[type_column(i)] * in30).sum()
@@ -319,8 +321,8 @@ def core_event_users(
     window = days.filter((days[DAY] >= first - MAX_WINDOW_DAYS) & (days[DAY] < first))
     if accounts is not None:
         window = window.join(accounts, ACCOUNT_ID)
-    words = [mask_column(w) for w in range(n_mask_words(len(event_names)))]
-    users = window.group_by(list(USER_KEY)).aggregate(**{w: bit_or(window[w]) for w in words})
+    masks = {word: bit_or(window[word]) for word in mask_columns(len(event_names))}
+    users = window.group_by(list(USER_KEY)).aggregate(**masks)
     counts: dict[str, ir.Value] = {}
     for k in range(len(event_names)):
         word, bit = _name_bit(k)

@@ -85,12 +85,10 @@ def subscription_state(subscriptions: ir.Table, grid: AsOfGrid) -> ir.Table:
     now = _active_at(started, started[AS_OF])
     sizes = started.group_by([ACCOUNT_ID, J]).aggregate(_largest=started[MRR].max(where=now))
     started = started.join(sizes, [ACCOUNT_ID, J])
-    now, largest = _active_at(started, started[AS_OF]), started["_largest"]
+    now, before = _active_at(started, started[AS_OF]), _active_at(started, started[AS_OF_90D])
+    largest = started["_largest"]
     # Active with the largest MRR; every active one when no active subscription has an MRR.
-    started = started.mutate(_main=now & ((started[MRR] == largest) | largest.isnull()))
-    now = _active_at(started, started[AS_OF])
-    main = started["_main"]
-    before = _active_at(started, started[AS_OF_90D])
+    main = now & ((started[MRR] == largest) | largest.isnull())
     start = started[START]
     return started.group_by([ACCOUNT_ID, J]).aggregate(
         mrr=started[MRR].sum(where=now),
