@@ -15,16 +15,22 @@ from typing import Any, Literal
 
 import ibis
 import ibis.expr.types as ir
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pes_ml.config import FeatureConfig, PesConfig
 from pes_ml.engine import materialized, to_arrow
+from pes_ml.errors import DataContractError
 from pes_ml.features import definitions as d
 from pes_ml.features import point_in_time as pit
+from pes_ml.features.assemble import KEY, assemble
 from pes_ml.features.catalog import CATALOG_VERSION
 from pes_ml.features.classic_pes import add_classic_pes
+from pes_ml.features.definitions import ACCOUNT_NUMBER
 from pes_ml.features.finish import finish_features
-from pes_ml.features.inputs import A, AsOfGrid, AsOfLike, FeatureTables, J, as_of_grids
+from pes_ml.features.inputs import AsOfGrid, AsOfLike, FeatureTables, J, as_of_grids
 from pes_ml.progress import NoProgress, Progress
 from pes_ml.schemas import ACCOUNT_ID, AS_OF, EVENT
 
@@ -35,6 +41,11 @@ Mode = Literal["auto", "subscription", "activity"]
 
 def _resolve_mode(tables: FeatureTables, mode: Mode) -> str:
     if mode != "auto":
+        if mode == "subscription" and tables.subscriptions is None:
+            raise DataContractError(
+                "labels.mode is 'subscription' but no subscriptions table was given. "
+                "Configure sources.subscriptions or set labels.mode: activity."
+            )
         return mode
     if tables.subscriptions is None:
         return "activity"
@@ -43,11 +54,10 @@ def _resolve_mode(tables: FeatureTables, mode: Mode) -> str:
 
 
 def _core_events(
-    user_days: ir.Table, spine: ir.Table | None, grid: AsOfGrid, names: list[str], n: int
+    user_days: ir.Table, present: ir.Table | None, grid: AsOfGrid, names: list[str], n: int
 ) -> list[str]:
-    """The ``n`` event types used by the most users of the accounts present at the earliest as_of,
-    in the 90 days before it (ties by name)."""
-    present = None if spine is None else spine.filter(spine[J] == 0).select(ACCOUNT_ID)
+    """The ``n`` event types used by the most users of the accounts present at the earliest as_of
+    (``None``: all accounts), in the 90 days before it (ties by name)."""
     row = to_arrow(d.core_event_users(user_days, grid, present, names)).to_pylist()[0]
     users = {name: int(row[f"users_{k}"] or 0) for k, name in enumerate(names)}
     ranked = sorted((name for name in names if users[name] > 0), key=lambda name: (-users[name], name))
@@ -57,7 +67,7 @@ def _core_events(
 def _vocabulary(
     counts: dict[str, int],
     user_days: ir.Table,
-    spine: ir.Table | None,
+    present: ir.Table | None,
     grid: AsOfGrid,
     config: FeatureConfig,
     names: list[str],
@@ -74,7 +84,7 @@ def _vocabulary(
     if config.core_events is not None:
         core = list(config.core_events)
     else:
-        core = _core_events(user_days, spine, grid, names, config.n_core_events)
+        core = _core_events(user_days, present, grid, names, config.n_core_events)
         if not core:
             logger.warning(
                 "No events in the 90 days before the first as_of %s: core events are unknown and "
@@ -85,11 +95,16 @@ def _vocabulary(
     return {"event_types": event_types, "core_events": core}
 
 
-def _left(spine: ir.Table, *parts: ir.Table) -> ir.Table:
-    joined = spine
-    for part in parts:
-        joined = joined.left_join(part, [ACCOUNT_ID, J]).select(~ibis.selectors.endswith("_right"))
-    return joined
+def _present(mode: str, parts: dict[str, pa.Table], grid: AsOfGrid, horizon_days: int) -> pa.Table:
+    """The (account_number, j) pairs of the snapshot (see :mod:`pes_ml.features.point_in_time`)."""
+    if mode == "subscription":
+        state = parts["subscriptions"]
+        return state.filter(pc.greater(state["active_now"], 0)).select(list(KEY))
+    # Activity mode: an event in [as_of - horizon, as_of).
+    activity = parts["activity"]
+    day_of_as_of = np.asarray(grid.days, dtype=np.int64)[activity[J].to_numpy()]
+    recent = activity["last_day"].to_numpy() >= day_of_as_of - horizon_days
+    return activity.filter(pa.array(recent)).select(list(KEY))
 
 
 def _grid_features(
@@ -101,9 +116,6 @@ def _grid_features(
     vocabulary: dict[str, list[str]],
 ) -> pd.DataFrame:
     events = d.events_before(tables.events, grid)
-    spine = None
-    if mode == "subscription" and tables.subscriptions is not None:
-        spine = pit.subscription_spine(tables.subscriptions, grid)
     counted = to_arrow(d.event_counts(events, grid))
     counts = {str(name): int(n) for name, n in zip(counted[EVENT].to_pylist(), counted[d.N].to_pylist(),
                                                       strict=True)}
@@ -111,35 +123,38 @@ def _grid_features(
     with ExitStack() as stack:
         user_days = stack.enter_context(materialized(d.user_days(events, names)))
         if "event_types" not in vocabulary:
-            vocabulary.update(_vocabulary(counts, user_days, spine, grid, config, names))
+            present = None
+            if mode == "subscription" and tables.subscriptions is not None:
+                present = pit.subscribed_accounts(tables.subscriptions, grid.as_of[0].to_pydatetime())
+            vocabulary.update(_vocabulary(counts, user_days, present, grid, config, names))
         event_types, core = vocabulary["event_types"], vocabulary["core_events"]
-        account_days = stack.enter_context(materialized(d.account_days(events, event_types, core, names)))
-        first_days = stack.enter_context(materialized(d.user_first_days(user_days)))
+        with materialized(d.account_days(events, event_types, core, names)) as by_id:
+            numbers = stack.enter_context(materialized(d.account_numbers(by_id, tables.subscriptions)))
+            account_days = stack.enter_context(materialized(d.numbered(by_id, numbers)))
+        first_days = stack.enter_context(materialized(d.user_first_days(user_days, numbers)))
         numbered_days = stack.enter_context(
             materialized(d.numbered_user_days(user_days, first_days, core, names))
         )
-        if spine is None:
-            spine = pit.activity_candidates(account_days, grid)
-        parts: list[ir.Table] = [
-            d.event_aggregates(account_days, grid, len(event_types), len(core)),
-            d.user_aggregates(numbered_days, first_days, grid),
-            *pit.history_aggregates(account_days, first_days, len(core), grid),
-        ]
+        activity, new_users = pit.history_aggregates(account_days, first_days, len(core), grid)
+        parts = {
+            "events": d.event_aggregates(account_days, grid, len(event_types), len(core)),
+            "users": d.user_aggregates(numbered_days, first_days, grid),
+            "activity": activity,
+            "new_users": new_users,
+        }
         if tables.subscriptions is not None:
-            # Its own query: picking the main subscription is not one more operator
-            # holding memory inside the final query (97M events ran out of a 1GB cap otherwise).
-            state = pit.subscription_state(tables.subscriptions, grid)
-            parts.append(stack.enter_context(materialized(state)))
-        joined = _left(spine, *parts)
-        joined = joined.join(grid.as_of_table().select(J, A), J)
+            parts["subscriptions"] = pit.subscription_state(d.numbered(tables.subscriptions, numbers), grid)
+        accounts = numbers
         if tables.accounts is not None:
-            attributes = pit.account_attributes(tables.accounts)
-            joined = joined.left_join(attributes, ACCOUNT_ID).select(~ibis.selectors.endswith("_right"))
-        if mode == "activity":
-            # Present in activity mode: an event in [as_of - horizon, as_of).
-            joined = joined.filter(joined["last_day"] >= joined[A] - horizon_days)
-        # split_blocks + self_destruct: the Arrow buffers are freed while pandas takes them over.
-        raw = to_arrow(joined).to_pandas(split_blocks=True, self_destruct=True)
+            attributes = pit.account_attributes(d.numbered(tables.accounts, numbers))
+            accounts = numbers.left_join(attributes, ACCOUNT_NUMBER)
+            accounts = accounts.select(~ibis.selectors.endswith("_right"))
+        pulled = {name: to_arrow(part) for name, part in parts.items()}
+        accounts_table = to_arrow(accounts)
+    rows = assemble(_present(mode, pulled, grid, horizon_days), list(pulled.values()), accounts_table, grid)
+    del pulled
+    # split_blocks + self_destruct: the Arrow buffers are freed while pandas takes them over.
+    raw = rows.to_pandas(split_blocks=True, self_destruct=True)
     return finish_features(raw, grid, event_types, core, horizon_days)
 
 
@@ -195,9 +210,11 @@ def compute_features(
     for grid in grids:
         frames.append(_grid_features(tables, grid, resolved, config, horizon_days, vocabulary))
         progress.advance()
-    features = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if len(frames) == 1:
+        features = frames[0]  # already in (as_of, account_id) order (pes_ml.features.assemble)
+    else:  # as_of dates at different times of day: grids interleave
+        features = pd.concat(frames, ignore_index=True).sort_values([AS_OF, ACCOUNT_ID], ignore_index=True)
     features = add_classic_pes(features, config.pes_form)
-    features = features.sort_values([AS_OF, ACCOUNT_ID], ignore_index=True)
     features.attrs.update(
         event_types=vocabulary.get("event_types", []),
         core_events=vocabulary.get("core_events", []),

@@ -30,8 +30,13 @@ there is none; nor is ``account_days`` derived from a ``user_days`` carrying
 the per-type counts: re-grouping 1.6M user-days costs more (0.7 s at 10M
 events) than the second scan it saves.
 
+Once rolled up, an account is its integer :data:`ACCOUNT_NUMBER` (its rank in
+``account_id`` order, :func:`account_numbers`): every later grouping is on two
+integers, and :mod:`pes_ml.features.assemble` puts the parts side by side by
+position instead of joining on strings.
+
 The functions return *raw* aggregates (counts, sums, distinct counts) per
-``(account_id, j)``; ratios are taken by :mod:`pes_ml.features.finish`, once,
+``(account_number, j)``; ratios are taken by :mod:`pes_ml.features.finish`, once,
 for both engines.
 """
 
@@ -68,6 +73,8 @@ N: Final = "n"
 VALUE_SUM: Final = "value_sum"
 FIRST_DAY: Final = "first_day"
 USER_KEY: Final = (ACCOUNT_ID, USER_ID)
+ACCOUNT_NUMBER: Final = "account_number"
+"""An account's integer key: its rank in ``account_id`` order, from 0 (:func:`account_numbers`)."""
 USER_NUMBER: Final = "user_number"
 """A user's integer key (``account_id``, ``user_id`` in sorted order): cheaper to group by than strings."""
 CORE_MASK: Final = "core_mask"
@@ -188,13 +195,34 @@ def _core_mask(days: ir.Table, core_events: Sequence[str], event_names: Sequence
     return mask.cast("int64")
 
 
-def user_first_days(days: ir.Table) -> ir.Table:
-    """Every user's integer key and first active day (over all data before the last as_of).
+def account_numbers(account_days: ir.Table, subscriptions: ir.Table | None) -> ir.Table:
+    """Every account with events or subscriptions once, with its :data:`ACCOUNT_NUMBER`.
+
+    ``account_days`` is :func:`account_days` keyed by ``account_id``. Numbers
+    follow ``account_id`` in byte (code point) order on every engine, so sorting
+    by number sorts by ``account_id``.
+    """
+    ids = account_days.select(ACCOUNT_ID).distinct()
+    if subscriptions is not None:
+        ids = ids.union(subscriptions.select(ACCOUNT_ID).distinct(), distinct=True)
+    return ids.mutate(**{ACCOUNT_NUMBER: ibis.row_number().over(order_by=ids[ACCOUNT_ID])})
+
+
+def numbered(table: ir.Table, numbers: ir.Table) -> ir.Table:
+    """``table`` with :data:`ACCOUNT_NUMBER` in place of ``account_id`` (``numbers``:
+    :func:`account_numbers`)."""
+    joined = table.join(numbers, ACCOUNT_ID)
+    return joined.select(ACCOUNT_NUMBER, *(c for c in table.columns if c != ACCOUNT_ID))
+
+
+def user_first_days(days: ir.Table, numbers: ir.Table) -> ir.Table:
+    """Every user's account number, integer key and first active day (over all data before the last as_of).
 
     A user active before as_of has its first day before as_of too, so this one
     static minimum serves every as_of without looking past it.
     """
     first = days.group_by(list(USER_KEY)).aggregate(**{FIRST_DAY: days[DAY].min()})
+    first = first.join(numbers, ACCOUNT_ID)
     number = ibis.row_number().over(order_by=[first[ACCOUNT_ID], first[USER_ID]])
     return first.mutate(**{USER_NUMBER: number})
 
@@ -209,9 +237,9 @@ def numbered_user_days(
 
 
 def event_aggregates(days: ir.Table, grid: AsOfGrid, n_types: int, n_core: int) -> ir.Table:
-    """Account-level window counts per (account_id, j): events, values, active days, event types.
+    """Account-level window counts per (account_number, j): events, values, active days, event types.
 
-    ``days`` is :func:`account_days`: one row per active day, so a count of rows is
+    ``days`` is :func:`account_days` (:func:`numbered`): one row per active day, so a count of rows is
     a count of days. Distinct event types of the last 30 days are the set bits of
     the masks' ``BIT_OR`` over those days; distinct core events, the set bits of
     the core masks' ``BIT_OR``.
@@ -234,7 +262,7 @@ def event_aggregates(days: ir.Table, grid: AsOfGrid, n_types: int, n_core: int) 
         metrics[type_column(i)] = (w[type_column(i)] * in30).sum()
     if n_core:
         metrics["core_events_used_30d"] = bit_count(bit_or(w[CORE_MASK] * in30))
-    return w.group_by([ACCOUNT_ID, J]).aggregate(**metrics)
+    return w.group_by([ACCOUNT_NUMBER, J]).aggregate(**metrics)
 
 
 def _digit(packed: ir.IntegerValue, base: int, position: int) -> ir.IntegerValue:
@@ -243,7 +271,8 @@ def _digit(packed: ir.IntegerValue, base: int, position: int) -> ir.IntegerValue
 
 
 def user_aggregates(days: ir.Table, first_days: ir.Table, grid: AsOfGrid) -> ir.Table:
-    """User-level window counts per (account_id, j): active users, user-days, power users, growth, WAU slope.
+    """User-level window counts per (account_number, j): active users, user-days, power users, growth,
+    WAU slope.
 
     ``days`` is :func:`numbered_user_days`: one row per user and active day. One
     grouping per (user, as_of) counts the user's active days in every window with
@@ -269,7 +298,7 @@ def user_aggregates(days: ir.Table, first_days: ir.Table, grid: AsOfGrid) -> ir.
     first_rel = u[A] - 1 - u[FIRST_DAY]
     active_weeks = [(_digit(weeks, WEEKS_BASE, k) > 0).cast("int64") for k in range(WEEKS)]
     slope = sum((WEEKS - 1 - 2 * k) * active for k, active in enumerate(active_weeks))
-    return u.group_by([ACCOUNT_ID, J]).aggregate(
+    return u.group_by([ACCOUNT_NUMBER, J]).aggregate(
         active_users_7d=u.count(where=d7 > 0),
         active_users_30d=u.count(where=d30 > 0),
         active_users_90d=u.count(),

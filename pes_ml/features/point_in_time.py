@@ -8,6 +8,10 @@
 - activity mode (no subscriptions): the account has an event in
   ``[as_of - horizon, as_of)``.
 
+Both are read off parts computed here anyway — :func:`subscription_state`'s
+``active_now`` and the activity history's ``last_day`` — by
+:func:`pes_ml.features.build._present`; no separate population query runs.
+
 A subscription is known from its ``start`` instant; its recorded ``end`` is only
 ever compared with as_of (is it still active?), never used as a date. That is
 the leakage rule for contract features: the next renewal comes from the period
@@ -26,12 +30,13 @@ bucket with every later as_of made dozens of weekly dates quadratic).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Final
 
 import ibis
 import ibis.expr.types as ir
 
-from pes_ml.features.definitions import CORE_MASK, FIRST_DAY, bit_count, bit_or
+from pes_ml.features.definitions import ACCOUNT_NUMBER, CORE_MASK, FIRST_DAY, bit_count, bit_or
 from pes_ml.features.inputs import AS_OF_90D, BUCKET, DAY, AsOfGrid, J
 from pes_ml.schemas import (
     ACCOUNT_ID,
@@ -55,21 +60,14 @@ def _active_at(subs: ir.Table, instant: ir.TimestampValue) -> ir.BooleanValue:
     return (subs[START] <= instant) & (subs[END].isnull() | (subs[END] > instant))
 
 
-def subscription_spine(subscriptions: ir.Table, grid: AsOfGrid) -> ir.Table:
-    """(account_id, j) for every account with a subscription active at as_of."""
-    asof = grid.as_of_table()
-    active = subscriptions.join(asof, _active_at(subscriptions, asof[AS_OF]))
-    return active.select(ACCOUNT_ID, J).distinct()
-
-
-def activity_candidates(event_days: ir.Table, grid: AsOfGrid) -> ir.Table:
-    """(account_id, j) for every account with events: filtered to the horizon later (activity mode)."""
-    accounts = event_days.select(ACCOUNT_ID).distinct()
-    return accounts.cross_join(grid.as_of_table().select(J))
+def subscribed_accounts(subscriptions: ir.Table, instant: datetime) -> ir.Table:
+    """``account_id`` of every account with a subscription active at ``instant`` (UTC), once."""
+    active = subscriptions.filter(_active_at(subscriptions, ibis.literal(instant, type="timestamp('UTC')")))
+    return active.select(ACCOUNT_ID).distinct()
 
 
 def subscription_state(subscriptions: ir.Table, grid: AsOfGrid) -> ir.Table:
-    """Commercial and contract state per (account_id, j) from the subscriptions active at as_of.
+    """Commercial and contract state per (account_number, j) from the subscriptions active at as_of.
 
     MRR and seats are summed over active subscriptions. The contract fields
     (plan, billing period, discount, auto-renew, period start) come from the
@@ -77,20 +75,24 @@ def subscription_state(subscriptions: ir.Table, grid: AsOfGrid) -> ir.Table:
     among equals — so a small monthly add-on bought after an annual contract
     does not hide the annual renewal. One join of the subscriptions started by
     as_of, then filtered aggregates: active now, active 90 days earlier, first
-    start. Accounts with no subscription active at as_of get NULL state (they
-    are not in the subscription-mode snapshot anyway).
+    start. ``active_now`` counts the subscriptions active at as_of: the accounts
+    present in subscription mode are the rows where it is positive.
+
+    ``subscriptions`` are keyed by :data:`~pes_ml.features.definitions.ACCOUNT_NUMBER`
+    (:func:`~pes_ml.features.definitions.numbered`).
     """
     asof = grid.as_of_table()
     started = subscriptions.join(asof, subscriptions[START] <= asof[AS_OF])
     now = _active_at(started, started[AS_OF])
-    sizes = started.group_by([ACCOUNT_ID, J]).aggregate(_largest=started[MRR].max(where=now))
-    started = started.join(sizes, [ACCOUNT_ID, J])
+    sizes = started.group_by([ACCOUNT_NUMBER, J]).aggregate(_largest=started[MRR].max(where=now))
+    started = started.join(sizes, [ACCOUNT_NUMBER, J])
     now, before = _active_at(started, started[AS_OF]), _active_at(started, started[AS_OF_90D])
     largest = started["_largest"]
     # Active with the largest MRR; every active one when no active subscription has an MRR.
     main = now & ((started[MRR] == largest) | largest.isnull())
     start = started[START]
-    return started.group_by([ACCOUNT_ID, J]).aggregate(
+    return started.group_by([ACCOUNT_NUMBER, J]).aggregate(
+        active_now=started.count(where=now),
         mrr=started[MRR].sum(where=now),
         sub_seats=started[SEATS].sum(where=now),
         period_start=start.max(where=main),
@@ -105,8 +107,8 @@ def subscription_state(subscriptions: ir.Table, grid: AsOfGrid) -> ir.Table:
 
 
 def account_attributes(accounts: ir.Table) -> ir.Table:
-    """created_at, plan, segment and seats per account (one row per account)."""
-    return accounts.group_by(ACCOUNT_ID).aggregate(
+    """created_at, plan, segment and seats per account number (``accounts``: :func:`numbered`)."""
+    return accounts.group_by(ACCOUNT_NUMBER).aggregate(
         created_at=accounts[CREATED_AT].min(),
         account_plan=accounts[PLAN].max(),
         segment=accounts[SEGMENT].max(),
@@ -125,12 +127,12 @@ def _bucket(day: ir.IntegerValue, grid: AsOfGrid) -> ir.IntegerValue:
 
 def _so_far() -> ibis.expr.builders.LegacyWindowBuilder:
     """The account's buckets up to and including the current one."""
-    return ibis.cumulative_window(group_by=ACCOUNT_ID, order_by=BUCKET)
+    return ibis.cumulative_window(group_by=ACCOUNT_NUMBER, order_by=BUCKET)
 
 
 def _next_bucket(buckets: ir.Table, grid: AsOfGrid) -> ir.Value:
     """The account's next bucket with data; the number of as_of dates after its last one."""
-    following = ibis.window(group_by=ACCOUNT_ID, order_by=BUCKET)
+    following = ibis.window(group_by=ACCOUNT_NUMBER, order_by=BUCKET)
     return buckets[BUCKET].lead().over(following).fill_null(len(grid.days)).name(NEXT_BUCKET)
 
 
@@ -144,12 +146,12 @@ def _spread(running: ir.Table, grid: AsOfGrid) -> ir.Table:
 def history_aggregates(
     account_days: ir.Table, first_days: ir.Table, n_core: int, grid: AsOfGrid
 ) -> tuple[ir.Table, ir.Table]:
-    """Running "ever" aggregates per (account_id, j), for every account with data before as_of.
+    """Running "ever" aggregates per (account_number, j), for every account with data before as_of.
 
     Parameters
     ----------
     account_days
-        :func:`~pes_ml.features.definitions.account_days` (with its ``core_mask``).
+        :func:`~pes_ml.features.definitions.account_days` (with its ``core_mask``), numbered.
     first_days
         :func:`~pes_ml.features.definitions.user_first_days`.
     n_core
@@ -172,7 +174,7 @@ def history_aggregates(
         core_day = ibis.ifelse(days[CORE_MASK] != 0, day, null_int)
         per_bucket.update(last_core_day=core_day.max(), first_core_day=core_day.min(),
                           core_used=bit_or(days[CORE_MASK]))
-    buckets = days.group_by([ACCOUNT_ID, BUCKET]).aggregate(**per_bucket)
+    buckets = days.group_by([ACCOUNT_NUMBER, BUCKET]).aggregate(**per_bucket)
     if not n_core:
         buckets = buckets.mutate(last_core_day=null_int, first_core_day=null_int)
     ever = _so_far()
@@ -186,12 +188,12 @@ def history_aggregates(
     running["core_events_ever"] = (
         bit_count(bit_or(buckets["core_used"]).over(ever)) if n_core else ibis.literal(0, type="int64")
     )
-    activity = _spread(buckets.select(ACCOUNT_ID, BUCKET, _next_bucket(buckets, grid), **running), grid)
+    activity = _spread(buckets.select(ACCOUNT_NUMBER, BUCKET, _next_bucket(buckets, grid), **running), grid)
 
     users = first_days.mutate(**{BUCKET: _bucket(first_days[FIRST_DAY], grid)})
-    users = users.group_by([ACCOUNT_ID, BUCKET]).aggregate(last_new_user_day=users[FIRST_DAY].max())
+    users = users.group_by([ACCOUNT_NUMBER, BUCKET]).aggregate(last_new_user_day=users[FIRST_DAY].max())
     last_new = users["last_new_user_day"].max().over(_so_far())
     users = _spread(
-        users.select(ACCOUNT_ID, BUCKET, _next_bucket(users, grid), last_new_user_day=last_new), grid
+        users.select(ACCOUNT_NUMBER, BUCKET, _next_bucket(users, grid), last_new_user_day=last_new), grid
     )
     return activity, users

@@ -1,0 +1,62 @@
+"""Which rows the FeatureFrame has, and in which order: the present accounts at each as_of,
+sorted by (as_of, account_id) without a sort of the frame (pes_ml.features.assemble)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pes_ml.errors import DataContractError
+from tests.features.conftest import AS_OF, DAY, Engine, make_events, open_subscriptions, row
+
+# Byte order differs from case-insensitive and from insertion order; one non-ASCII id.
+IDS = ["b-2", "B-1", "a-10", "a-9", "é", "Z"]
+
+
+def test_rows_come_in_as_of_then_account_id_order(duck: Engine) -> None:
+    events = make_events([(account, "u", "login", AS_OF - 40 * DAY) for account in reversed(IDS)])
+    as_of = [AS_OF + 30 * DAY, AS_OF, AS_OF - 30 * DAY]
+    features = duck.features(events, as_of, subscriptions=open_subscriptions(IDS))
+    expected = sorted((t, account) for t in as_of for account in IDS)
+    assert list(zip(features["as_of"], features["account_id"], strict=True)) == expected
+    assert features.index.equals(pd.RangeIndex(len(expected)))
+
+
+def test_as_of_dates_at_different_times_of_day_interleave_in_order(duck: Engine) -> None:
+    events = make_events([(account, "u", "login", AS_OF - 40 * DAY) for account in IDS])
+    as_of = [AS_OF + pd.Timedelta(hours=12), AS_OF, AS_OF + DAY]  # two grids: offsets 0 and 12 h
+    features = duck.features(events, as_of, subscriptions=open_subscriptions(IDS))
+    expected = sorted((t, account) for t in as_of for account in IDS)
+    assert list(zip(features["as_of"], features["account_id"], strict=True)) == expected
+
+
+def test_every_row_gets_its_own_accounts_parts(duck: Engine) -> None:
+    # Each account has its own number of events and its own MRR, so a row that took
+    # another account's part (a wrong position) would show it.
+    events = make_events([
+        (account, "u", "login", AS_OF - (k + 1) * DAY) for k, account in enumerate(IDS) for _ in range(k + 1)
+    ])
+    subs = open_subscriptions(IDS, mrr=[float(10 * (k + 1)) for k in range(len(IDS))])
+    features = duck.features(events, subscriptions=subs)
+    for k, account in enumerate(IDS):
+        found = row(features, account)
+        assert found["events_30d"] == k + 1
+        assert found["mrr"] == 10.0 * (k + 1)
+        assert found["days_since_last_event"] == k
+
+
+def test_an_account_with_a_subscription_and_no_events_is_present_with_zero_activity(duck: Engine) -> None:
+    events = make_events([("active", "u", "login", AS_OF - DAY), ("events_only", "u", "login", AS_OF - DAY)])
+    features = duck.features(events, subscriptions=open_subscriptions(["active", "silent"], mrr=50.0))
+    assert list(features["account_id"]) == ["active", "silent"]  # no subscription: not present
+    silent = row(features, "silent")
+    assert silent["events_30d"] == 0
+    assert silent["active_users_30d"] == 0
+    assert silent["mrr"] == 50.0
+    assert pd.isna(silent["days_since_last_event"])
+
+
+def test_subscription_mode_without_a_subscriptions_table_says_what_to_configure(duck: Engine) -> None:
+    events = make_events([("a", "u", "login", AS_OF - DAY)])
+    with pytest.raises(DataContractError, match="labels.mode is 'subscription'.*sources.subscriptions"):
+        duck.features(events, mode="subscription")
