@@ -128,19 +128,19 @@ def _grid_features(
                 present = pit.subscribed_accounts(tables.subscriptions, grid.as_of[0].to_pydatetime())
             vocabulary.update(_vocabulary(counts, user_days, present, grid, config, names))
         event_types, core = vocabulary["event_types"], vocabulary["core_events"]
-        with materialized(d.account_days(events, event_types, core, names)) as by_id:
-            numbers = stack.enter_context(materialized(d.account_numbers(by_id, tables.subscriptions)))
-            account_days = stack.enter_context(materialized(d.numbered(by_id, numbers)))
+        account_days = stack.enter_context(materialized(d.account_days(events, event_types, core, names)))
+        numbers = stack.enter_context(materialized(d.account_numbers(account_days, tables.subscriptions)))
         first_days = stack.enter_context(materialized(d.user_first_days(user_days, numbers)))
         numbered_days = stack.enter_context(
             materialized(d.numbered_user_days(user_days, first_days, core, names))
         )
         activity, new_users = pit.history_aggregates(account_days, first_days, len(core), grid)
+        event_aggregates = d.event_aggregates(account_days, grid, len(event_types), len(core))
         parts = {
-            "events": d.event_aggregates(account_days, grid, len(event_types), len(core)),
+            "events": d.numbered(event_aggregates, numbers),
             "users": d.user_aggregates(numbered_days, first_days, grid),
-            "activity": activity,
-            "new_users": new_users,
+            "activity": d.numbered(activity, numbers),
+            "new_users": d.numbered(new_users, numbers),
         }
         if tables.subscriptions is not None:
             parts["subscriptions"] = pit.subscription_state(d.numbered(tables.subscriptions, numbers), grid)

@@ -30,13 +30,12 @@ there is none; nor is ``account_days`` derived from a ``user_days`` carrying
 the per-type counts: re-grouping 1.6M user-days costs more (0.7 s at 10M
 events) than the second scan it saves.
 
-Once rolled up, an account is its integer :data:`ACCOUNT_NUMBER` (its rank in
-``account_id`` order, :func:`account_numbers`): every later grouping is on two
-integers, and :mod:`pes_ml.features.assemble` puts the parts side by side by
-position instead of joining on strings.
-
 The functions return *raw* aggregates (counts, sums, distinct counts) per
-``(account_number, j)``; ratios are taken by :mod:`pes_ml.features.finish`, once,
+account and as_of ``j``; each part leaves the engine keyed by the account's
+integer :data:`ACCOUNT_NUMBER` (its rank in ``account_id`` order,
+:func:`account_numbers`; a join on the part's ~one row per account and as_of,
+never on a rollup), and :mod:`pes_ml.features.assemble` lays the parts side by
+side by position instead of joining them on strings. Ratios are taken by :mod:`pes_ml.features.finish`, once,
 for both engines.
 """
 
@@ -237,9 +236,9 @@ def numbered_user_days(
 
 
 def event_aggregates(days: ir.Table, grid: AsOfGrid, n_types: int, n_core: int) -> ir.Table:
-    """Account-level window counts per (account_number, j): events, values, active days, event types.
+    """Account-level window counts per (account_id, j): events, values, active days, event types.
 
-    ``days`` is :func:`account_days` (:func:`numbered`): one row per active day, so a count of rows is
+    ``days`` is :func:`account_days`: one row per active day, so a count of rows is
     a count of days. Distinct event types of the last 30 days are the set bits of
     the masks' ``BIT_OR`` over those days; distinct core events, the set bits of
     the core masks' ``BIT_OR``.
@@ -262,7 +261,7 @@ def event_aggregates(days: ir.Table, grid: AsOfGrid, n_types: int, n_core: int) 
         metrics[type_column(i)] = (w[type_column(i)] * in30).sum()
     if n_core:
         metrics["core_events_used_30d"] = bit_count(bit_or(w[CORE_MASK] * in30))
-    return w.group_by([ACCOUNT_NUMBER, J]).aggregate(**metrics)
+    return w.group_by([ACCOUNT_ID, J]).aggregate(**metrics)
 
 
 def _digit(packed: ir.IntegerValue, base: int, position: int) -> ir.IntegerValue:
