@@ -5,17 +5,24 @@ Every part the engine computes (:mod:`pes_ml.features.definitions`,
 ``(account_number, j)``, each pair at most once. The FeatureFrame's rows are
 the pairs *present* at each as_of, laid out in ``(j, account_number)`` order —
 which is ``(as_of, account_id)`` order, as account numbers follow ``account_id``
-— and every part's rows are gathered into place by one Arrow ``take``, a
-missing pair giving NULL (what a left join gave). Five hash joins of a million
-rows on the engine and a sort of the collected frame cost more than this
-gather on two integers; and the code is the same for DuckDB and Spark.
+— and every part's values are written into their rows, a missing pair giving a
+missing value (NaN, NaT or NA: what a left join gave). The same code runs for
+DuckDB and Spark.
+
+Numbers and instants are *scattered* with numpy (read in the part's order,
+written to their rows): on 2 cores that is 5x cheaper than an Arrow ``take``
+with NULL indices, which in turn beat five hash joins of a million rows on
+strings and a sort of the collected frame. Text columns are few and go
+through Arrow.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from pes_ml.features.definitions import ACCOUNT_NUMBER
@@ -30,15 +37,36 @@ def _keys(table: pa.Table, n_accounts: int) -> np.ndarray:
     return j * n_accounts + np.asarray(table[ACCOUNT_NUMBER].to_numpy(), dtype=np.int64)
 
 
-def _gather(table: pa.Table, rows: np.ndarray) -> pa.Table:
-    """Row ``rows[i]`` of ``table`` at position ``i``; NULL where ``rows[i] < 0``.
+def _values(column: pa.ChunkedArray) -> np.ndarray:
+    """A number or instant column as float64 (NaN for NULL) or naive UTC ``datetime64[us]`` (NaT)."""
+    if pa.types.is_timestamp(column.type):
+        return np.asarray(column.cast(pa.timestamp("us")).to_numpy())
+    return np.asarray(column.to_numpy(), dtype=np.float64)
 
-    On one chunk per column: a take across an engine's many result batches is 2-3x slower.
+
+def _is_text(column: pa.ChunkedArray) -> bool:
+    return bool(pa.types.is_string(column.type) or pa.types.is_large_string(column.type))
+
+
+def _placed(column: pa.ChunkedArray, rows: np.ndarray, kept: np.ndarray | None, n_rows: int) -> Any:
+    """The values of ``column`` at ``rows`` of a column of ``n_rows`` (missing elsewhere).
+
+    ``rows`` holds the row of each element that has one; ``kept`` marks those elements
+    (``None``: all of them).
     """
-    return table.take(pa.array(rows, mask=rows < 0))
+    if _is_text(column):
+        source = np.full(n_rows, -1, dtype=np.int64)
+        source[rows] = np.arange(len(column)) if kept is None else np.flatnonzero(kept)
+        return column.take(pa.array(source, mask=source < 0)).to_pandas()
+    values = _values(column)
+    out = np.full(n_rows, np.datetime64("NaT") if values.dtype.kind == "M" else np.nan, dtype=values.dtype)
+    out[rows] = values if kept is None else values[kept]
+    return out
 
 
-def assemble(present: pa.Table, parts: Sequence[pa.Table], accounts: pa.Table, grid: AsOfGrid) -> pa.Table:
+def assemble(
+    present: pa.Table, parts: Sequence[pa.Table], accounts: pa.Table, grid: AsOfGrid
+) -> pd.DataFrame:
     """One row per present ``(account_number, j)``, in ``(j, account_number)`` order, with the parts' columns.
 
     Parameters
@@ -47,35 +75,42 @@ def assemble(present: pa.Table, parts: Sequence[pa.Table], accounts: pa.Table, g
         The pairs of the frame (``account_number``, ``j``), each once.
     parts
         Tables keyed by ``(account_number, j)``, each pair at most once; pairs
-        that are not present are dropped, present pairs a part lacks get NULL.
+        that are not present are dropped, present pairs a part lacks get a missing value.
     accounts
         One row per ``account_number`` (``0..n-1``, :func:`~pes_ml.features.definitions.account_numbers`)
         with ``account_id`` and the per-account columns.
     grid
-        The as_of grid the ``j`` index.
+        The as_of grid of ``j``.
 
     Returns
     -------
-    pyarrow.Table
-        ``j``, ``a`` (as_of's day number), the accounts' columns, then each part's columns.
+    pandas.DataFrame
+        ``j``, ``a`` (as_of's day number), the accounts' columns, then each part's
+        columns: numbers as float64, instants as naive UTC ``datetime64[us]``, text as ``str``.
     """
     n_accounts = accounts.num_rows
     keys = np.sort(_keys(present, n_accounts))
+    n_rows = len(keys)
     row_of = np.full(len(grid.days) * n_accounts, -1, dtype=np.int64)
-    row_of[keys] = np.arange(len(keys))
+    row_of[keys] = np.arange(n_rows)
     j = keys // n_accounts
-    columns: dict[str, pa.Array | pa.ChunkedArray] = {
-        J: pa.array(j), A: pa.array(np.asarray(grid.days, dtype=np.int64)[j]),
-    }
-    account_row = np.full(n_accounts, -1, dtype=np.int64)
-    account_row[np.asarray(accounts[ACCOUNT_NUMBER].to_numpy(), dtype=np.int64)] = np.arange(n_accounts)
-    per_account = _gather(accounts.drop_columns([ACCOUNT_NUMBER]), account_row[keys % n_accounts])
-    columns.update(zip(per_account.column_names, per_account.columns, strict=True))
+    columns: dict[str, Any] = {J: j, A: np.asarray(grid.days, dtype=np.int64)[j]}
+    # Per-account columns: the row of each account number, gathered (a small table, read at random).
+    number = np.asarray(accounts[ACCOUNT_NUMBER].to_numpy(), dtype=np.int64)
+    account_row = np.empty(n_accounts, dtype=np.int64)
+    account_row[number] = np.arange(n_accounts)
+    taken = accounts.drop_columns([ACCOUNT_NUMBER]).take(pa.array(account_row[keys % n_accounts]))
+    for name in taken.column_names:
+        column = taken[name]
+        columns[name] = column.to_pandas() if _is_text(column) else _values(column)
     for part in parts:
-        at = row_of[_keys(part, n_accounts)]
-        kept = at >= 0
-        source = np.full(len(keys), -1, dtype=np.int64)
-        source[at[kept]] = np.flatnonzero(kept)
-        gathered = _gather(part.drop_columns(list(KEY)), source)
-        columns.update(zip(gathered.column_names, gathered.columns, strict=True))
-    return pa.table(columns)
+        rows = row_of[_keys(part, n_accounts)]
+        kept: np.ndarray | None = rows >= 0
+        if kept is not None and kept.all():
+            kept = None
+        else:
+            rows = rows[kept]
+        for name in part.column_names:
+            if name not in KEY:
+                columns[name] = _placed(part[name], rows, kept, n_rows)
+    return pd.DataFrame(columns, copy=False)

@@ -151,10 +151,8 @@ def _grid_features(
             accounts = accounts.select(~ibis.selectors.endswith("_right"))
         pulled = {name: to_arrow(part) for name, part in parts.items()}
         accounts_table = to_arrow(accounts)
-    rows = assemble(_present(mode, pulled, grid, horizon_days), list(pulled.values()), accounts_table, grid)
+    raw = assemble(_present(mode, pulled, grid, horizon_days), list(pulled.values()), accounts_table, grid)
     del pulled
-    # split_blocks + self_destruct: the Arrow buffers are freed while pandas takes them over.
-    raw = rows.to_pandas(split_blocks=True, self_destruct=True)
     return finish_features(raw, grid, event_types, core, horizon_days)
 
 
