@@ -5,9 +5,9 @@ Every part the engine computes (:mod:`pes_ml.features.definitions`,
 ``(account_number, j)``, each pair at most once. The FeatureFrame's rows are
 the pairs *present* at each as_of, laid out in ``(j, account_number)`` order —
 which is ``(as_of, account_id)`` order, as account numbers follow ``account_id``
-— and every part's values are written into their rows, a missing pair giving a
-missing value (NaN, NaT or NA: what a left join gave). The same code runs for
-DuckDB and Spark.
+— and every part's values are written into their rows. A pair a part lacks
+gets 0 in a window count (nothing happened in the window) and a missing value
+(NaN, NaT or NA) elsewhere. The same code runs for DuckDB and Spark.
 
 Numbers and instants are *scattered* with numpy (read in the part's order,
 written to their rows): on 2 cores that is 5x cheaper than an Arrow ``take``
@@ -48,8 +48,10 @@ def _is_text(column: pa.ChunkedArray) -> bool:
     return bool(pa.types.is_string(column.type) or pa.types.is_large_string(column.type))
 
 
-def _placed(column: pa.ChunkedArray, rows: np.ndarray, kept: np.ndarray | None, n_rows: int) -> Any:
-    """The values of ``column`` at ``rows`` of a column of ``n_rows`` (missing elsewhere).
+def _placed(
+    column: pa.ChunkedArray, rows: np.ndarray, kept: np.ndarray | None, n_rows: int, zero: bool
+) -> Any:
+    """The values of ``column`` at ``rows`` of a column of ``n_rows``; elsewhere 0 (``zero``) or missing.
 
     ``rows`` holds the row of each element that has one; ``kept`` marks those elements
     (``None``: all of them).
@@ -58,14 +60,23 @@ def _placed(column: pa.ChunkedArray, rows: np.ndarray, kept: np.ndarray | None, 
         source = np.full(n_rows, -1, dtype=np.int64)
         source[rows] = np.arange(len(column)) if kept is None else np.flatnonzero(kept)
         return column.take(pa.array(source, mask=source < 0)).to_pandas()
-    values = _values(column)
-    out = np.full(n_rows, np.datetime64("NaT") if values.dtype.kind == "M" else np.nan, dtype=values.dtype)
+    if zero:  # integers stay integers (a NULL in the part still makes them float64 with NaN)
+        values = np.asarray(column.to_numpy())
+        out = np.zeros(n_rows, dtype=values.dtype)
+    else:
+        values = _values(column)
+        missing = np.datetime64("NaT") if values.dtype.kind == "M" else np.nan
+        out = np.full(n_rows, missing, dtype=values.dtype)
     out[rows] = values if kept is None else values[kept]
     return out
 
 
 def assemble(
-    present: pa.Table, parts: Sequence[pa.Table], accounts: pa.Table, grid: AsOfGrid
+    present: pa.Table,
+    counts: Sequence[pa.Table],
+    states: Sequence[pa.Table],
+    accounts: pa.Table,
+    grid: AsOfGrid,
 ) -> pd.DataFrame:
     """One row per present ``(account_number, j)``, in ``(j, account_number)`` order, with the parts' columns.
 
@@ -73,9 +84,12 @@ def assemble(
     ----------
     present
         The pairs of the frame (``account_number``, ``j``), each once.
-    parts
-        Tables keyed by ``(account_number, j)``, each pair at most once; pairs
-        that are not present are dropped, present pairs a part lacks get a missing value.
+    counts
+        Window counts and sums keyed by ``(account_number, j)``, each pair at most
+        once: a present pair a part lacks had nothing in the window and gets 0.
+    states
+        Other parts keyed the same way (history, subscription state): a present
+        pair a part lacks gets a missing value (NaN, NaT or NA).
     accounts
         One row per ``account_number`` (``0..n-1``, :func:`~pes_ml.features.definitions.account_numbers`)
         with ``account_id`` and the per-account columns.
@@ -86,7 +100,8 @@ def assemble(
     -------
     pandas.DataFrame
         ``j``, ``a`` (as_of's day number), the accounts' columns, then each part's
-        columns: numbers as float64, instants as naive UTC ``datetime64[us]``, text as ``str``.
+        columns: counts as int64, other numbers as float64, instants as naive UTC
+        ``datetime64[us]``, text as ``str``. Pairs that are not present are dropped.
     """
     n_accounts = accounts.num_rows
     keys = np.sort(_keys(present, n_accounts))
@@ -103,14 +118,15 @@ def assemble(
     for name in taken.column_names:
         column = taken[name]
         columns[name] = column.to_pandas() if _is_text(column) else _values(column)
-    for part in parts:
-        rows = row_of[_keys(part, n_accounts)]
-        kept: np.ndarray | None = rows >= 0
-        if kept is not None and kept.all():
-            kept = None
-        else:
-            rows = rows[kept]
-        for name in part.column_names:
-            if name not in KEY:
-                columns[name] = _placed(part[name], rows, kept, n_rows)
+    for zero, parts in ((True, counts), (False, states)):
+        for part in parts:
+            rows = row_of[_keys(part, n_accounts)]
+            kept: np.ndarray | None = rows >= 0
+            if kept is not None and kept.all():
+                kept = None
+            else:
+                rows = rows[kept]
+            for name in part.column_names:
+                if name not in KEY:
+                    columns[name] = _placed(part[name], rows, kept, n_rows, zero)
     return pd.DataFrame(columns, copy=False)

@@ -95,13 +95,13 @@ def _vocabulary(
     return {"event_types": event_types, "core_events": core}
 
 
-def _present(mode: str, parts: dict[str, pa.Table], grid: AsOfGrid, horizon_days: int) -> pa.Table:
+def _present(mode: str, states: dict[str, pa.Table], grid: AsOfGrid, horizon_days: int) -> pa.Table:
     """The (account_number, j) pairs of the snapshot (see :mod:`pes_ml.features.point_in_time`)."""
     if mode == "subscription":
-        state = parts["subscriptions"]
+        state = states["subscriptions"]
         return state.filter(pc.greater(state["active_now"], 0)).select(list(KEY))
     # Activity mode: an event in [as_of - horizon, as_of).
-    activity = parts["activity"]
+    activity = states["activity"]
     day_of_as_of = np.asarray(grid.days, dtype=np.int64)[activity[J].to_numpy()]
     recent = activity["last_day"].to_numpy() >= day_of_as_of - horizon_days
     return activity.filter(pa.array(recent)).select(list(KEY))
@@ -136,23 +136,21 @@ def _grid_features(
         )
         activity, new_users = pit.history_aggregates(account_days, first_days, len(core), grid)
         event_aggregates = d.event_aggregates(account_days, grid, len(event_types), len(core))
-        parts = {
-            "events": d.numbered(event_aggregates, numbers),
-            "users": d.user_aggregates(numbered_days, first_days, grid),
-            "activity": d.numbered(activity, numbers),
-            "new_users": d.numbered(new_users, numbers),
-        }
+        windows = [d.numbered(event_aggregates, numbers), d.user_aggregates(numbered_days, first_days, grid)]
+        states = {"activity": d.numbered(activity, numbers), "new_users": d.numbered(new_users, numbers)}
         if tables.subscriptions is not None:
-            parts["subscriptions"] = pit.subscription_state(d.numbered(tables.subscriptions, numbers), grid)
+            states["subscriptions"] = pit.subscription_state(d.numbered(tables.subscriptions, numbers), grid)
         accounts = numbers
         if tables.accounts is not None:
             attributes = pit.account_attributes(d.numbered(tables.accounts, numbers))
             accounts = numbers.left_join(attributes, ACCOUNT_NUMBER)
             accounts = accounts.select(~ibis.selectors.endswith("_right"))
-        pulled = {name: to_arrow(part) for name, part in parts.items()}
+        window_counts = [to_arrow(part) for part in windows]
+        pulled = {name: to_arrow(part) for name, part in states.items()}
         accounts_table = to_arrow(accounts)
-    raw = assemble(_present(mode, pulled, grid, horizon_days), list(pulled.values()), accounts_table, grid)
-    del pulled
+    present = _present(mode, pulled, grid, horizon_days)
+    raw = assemble(present, window_counts, list(pulled.values()), accounts_table, grid)
+    del window_counts, pulled
     return finish_features(raw, grid, event_types, core, horizon_days)
 
 

@@ -63,6 +63,8 @@ def _floats(frame: pd.DataFrame, name: str) -> np.ndarray:
 
 def _counts(frame: pd.DataFrame, name: str) -> np.ndarray:
     """A raw count as int64, 0 where missing (no rows in the window)."""
+    if name in frame.columns and frame[name].dtype.kind in "iu":
+        return np.asarray(frame[name].to_numpy("int64"))
     values = _floats(frame, name)
     return np.where(np.isnan(values), 0.0, values).astype("int64")
 
@@ -116,14 +118,13 @@ def next_renewal(period_start: np.ndarray, billing_months: np.ndarray, as_of: np
     out = np.full(len(start), np.datetime64("NaT"), dtype="datetime64[us]")
     if valid.any():
         start, now, step = start[valid], now[valid], period[valid].astype("int64")
-        k = np.maximum(1, _months_between(start, now) // step)
+        # k * step reaches as_of's calendar month: k - 1 periods fall in an earlier month,
+        # so k is the answer or, when the renewal day is earlier in that month, k + 1.
+        k = np.maximum(1, -(-_months_between(start, now) // step))
         renewal = add_months(start, k * step)
-        for _ in range(3):  # the estimate is at most two periods early
-            early = renewal < now
-            if not early.any():
-                break
-            k = k + early
-            renewal = add_months(start, k * step)
+        early = renewal < now
+        if early.any():
+            renewal[early] = add_months(start[early], (k[early] + 1) * step[early])
         out[valid] = renewal
     return out
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pes_ml.features import CATALOG, CATALOG_VERSION, FeatureSpec, model_feature_names
 from pes_ml.features.catalog import catalog_version, event_type_columns
@@ -93,3 +96,26 @@ def test_classic_pes_is_the_mean_of_percentiles_among_accounts_at_the_same_as_of
     np.testing.assert_allclose(pes["classic_pes"], pes.filter(like="_percentile").mean(axis=1))
     multiplicative = add_classic_pes(features, "multiplicative")
     assert multiplicative["classic_pes"].iloc[1] == pytest.approx(100.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    start=st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2024, 12, 31)),
+    months=st.integers(min_value=1, max_value=36),
+    elapsed=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=4 * 365)),
+)
+def test_next_renewal_is_the_first_period_end_at_or_after_as_of(
+    start: datetime, months: int, elapsed: timedelta
+) -> None:
+    # Brute force: step through the periods one by one (pandas' DateOffset clamps month ends too).
+    as_of = start + elapsed
+    first_start = pd.Timestamp(start).floor("us")
+    k = 1
+    while first_start + pd.DateOffset(months=k * months) < pd.Timestamp(as_of).floor("us"):
+        k += 1
+    renewal = next_renewal(
+        np.array([first_start.to_datetime64()], dtype="datetime64[us]"),
+        np.array([float(months)]),
+        np.array([pd.Timestamp(as_of).floor("us").to_datetime64()], dtype="datetime64[us]"),
+    )
+    assert renewal[0] == (first_start + pd.DateOffset(months=k * months)).to_datetime64()
