@@ -135,8 +135,11 @@ def _grid_features(
             materialized(d.numbered_user_days(user_days, first_days, core, names))
         )
         activity, new_users = pit.history_aggregates(account_days, first_days, len(core), grid)
-        event_aggregates = d.event_aggregates(account_days, grid, len(event_types), len(core))
-        windows = [d.numbered(event_aggregates, numbers), d.user_aggregates(numbered_days, first_days, grid)]
+        windows = [
+            d.numbered(d.recent_event_aggregates(account_days, grid, len(event_types), len(core)), numbers),
+            d.numbered(d.quarter_event_aggregates(account_days, grid), numbers),
+            d.user_aggregates(numbered_days, first_days, grid),
+        ]
         states = {"activity": d.numbered(activity, numbers), "new_users": d.numbered(new_users, numbers)}
         if tables.subscriptions is not None:
             states["subscriptions"] = pit.subscription_state(d.numbered(tables.subscriptions, numbers), grid)
