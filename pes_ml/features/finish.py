@@ -30,10 +30,9 @@ SECONDS_PER_DAY = 86_400.0
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """numerator / denominator, NaN where the denominator is 0 or missing."""
-    den = np.asarray(denominator, dtype="float64")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.asarray(numerator, dtype="float64") / den
-    out[den == 0] = np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):  # no float64 copies of integer inputs
+        out = np.true_divide(numerator, denominator, dtype="float64")
+    out[np.asarray(denominator) == 0] = np.nan
     return np.asarray(out)
 
 
