@@ -31,12 +31,12 @@ the per-type counts: re-grouping 1.6M user-days costs more (0.7 s at 10M
 events) than the second scan it saves.
 
 The functions return *raw* aggregates (counts, sums, distinct counts) per
-account and as_of ``j``; each part leaves the engine keyed by the account's
+account and as_of ``j``. Each part leaves the engine keyed by the account's
 integer :data:`ACCOUNT_NUMBER` (its rank in ``account_id`` order,
-:func:`account_numbers`; a join on the part's ~one row per account and as_of,
-never on a rollup), and :mod:`pes_ml.features.assemble` lays the parts side by
-side by position instead of joining them on strings. Ratios are taken by :mod:`pes_ml.features.finish`, once,
-for both engines.
+:func:`account_numbers`; joined onto the part's ~one row per account and as_of,
+never onto a rollup), and :mod:`pes_ml.features.assemble` lays the parts side
+by side by position instead of joining them on strings. Ratios are taken by
+:mod:`pes_ml.features.finish`, once, for both engines.
 """
 
 from __future__ import annotations

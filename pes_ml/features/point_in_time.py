@@ -107,7 +107,8 @@ def subscription_state(subscriptions: ir.Table, grid: AsOfGrid) -> ir.Table:
 
 
 def account_attributes(accounts: ir.Table) -> ir.Table:
-    """created_at, plan, segment and seats per account number (``accounts``: :func:`numbered`)."""
+    """created_at, plan, segment and seats per account number
+    (``accounts``: :func:`~pes_ml.features.definitions.numbered`)."""
     return accounts.group_by(ACCOUNT_NUMBER).aggregate(
         created_at=accounts[CREATED_AT].min(),
         account_plan=accounts[PLAN].max(),
