@@ -10,9 +10,9 @@ gets 0 in a window count (nothing happened in the window) and a missing value
 (NaN, NaT or NA) elsewhere. The same code runs for DuckDB and Spark.
 
 Numbers and instants are *scattered* with numpy (read in the part's order,
-written to their rows): on 2 cores that is 5x cheaper than an Arrow ``take``
-with NULL indices, which in turn beat five hash joins of a million rows on
-strings and a sort of the collected frame. Text columns are few and go
+written to their rows): measured several times cheaper here than an Arrow
+``take`` with NULL indices, which in turn beat five hash joins of a million
+rows on strings and a sort of the collected frame. Text columns are few and go
 through Arrow.
 """
 
@@ -121,10 +121,9 @@ def assemble(
     for zero, parts in ((True, counts), (False, states)):
         for part in parts:
             rows = row_of[_keys(part, n_accounts)]
-            kept: np.ndarray | None = rows >= 0
-            if kept is not None and kept.all():
-                kept = None
-            else:
+            present_rows = rows >= 0
+            kept = None if present_rows.all() else present_rows
+            if kept is not None:
                 rows = rows[kept]
             for name in part.column_names:
                 if name not in KEY:
