@@ -99,12 +99,12 @@ def _present(mode: str, states: dict[str, pa.Table], grid: AsOfGrid, horizon_day
     """The (account_number, j) pairs of the snapshot (see :mod:`pes_ml.features.point_in_time`)."""
     if mode == "subscription":
         state = states["subscriptions"]
-        return state.filter(pc.greater(state["active_now"], 0)).select(list(KEY))
+        return state.select(list(KEY)).filter(pc.greater(state["active_now"], 0))
     # Activity mode: an event in [as_of - horizon, as_of).
     activity = states["activity"]
     day_of_as_of = np.asarray(grid.days, dtype=np.int64)[activity[J].to_numpy()]
     recent = activity["last_day"].to_numpy() >= day_of_as_of - horizon_days
-    return activity.filter(pa.array(recent)).select(list(KEY))
+    return activity.select(list(KEY)).filter(pa.array(recent))
 
 
 def _grid_features(

@@ -278,8 +278,11 @@ def quarter_event_aggregates(days: ir.Table, grid: AsOfGrid) -> ir.Table:
 
 
 def _digit(packed: ir.IntegerValue, base: int, position: int) -> ir.IntegerValue:
-    """Digit ``position`` of a non-negative integer written in ``base``."""
-    return (packed // base**position) % base
+    """Digit ``position`` of a non-negative integer written in ``base`` (a power of two): a shift
+    and a mask, where a floor division compiles to a float division on both engines."""
+    bits = base.bit_length() - 1
+    assert base == 1 << bits, f"base {base} is not a power of two"
+    return (packed >> (bits * position)) & (base - 1)
 
 
 def user_aggregates(days: ir.Table, first_days: ir.Table, grid: AsOfGrid) -> ir.Table:
