@@ -8,7 +8,10 @@ Prints, for each measurement, its figure and its ratio against the baseline meas
 - a straightforward pandas groupby implementation of the same full catalog (every column of
   the FeatureFrame, ``benchmarks/pandas_baseline.py``) at one as_of, reading the Parquet input
   included (goal: DuckDB >= 3x faster);
-- Spark local[*], full catalog, one as_of (for the record).
+- Spark local[*], full catalog, one as_of (for the record; one run).
+
+Each figure is the median of ``--repeat`` runs (default 3), each in a fresh process: on a shared
+or virtual machine single runs differ by 25% and more. The one- and twelve-as_of runs alternate.
 
 Usage (from the project root)::
 
@@ -34,6 +37,7 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DAYS = 180
@@ -184,6 +188,23 @@ def _child(kind: str, data: Path, dates: list[str]) -> dict[str, float]:
     return result
 
 
+def _median(runs: list[dict[str, float]]) -> dict[str, Any]:
+    """The run with the median wall time (the upper one for an even count), with every run's wall time
+    in the order they ran (``runs``) and the largest peak RSS (``peak_rss_max``)."""
+    middle = dict(sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2])
+    peak = max(r["peak_rss_mib"] for r in runs)
+    return {**middle, "runs": [r["seconds"] for r in runs], "peak_rss_max": peak}
+
+
+def _repeated(kind: str, data: Path, dates: list[str], repeat: int) -> dict[str, Any]:
+    """``repeat`` measurements, each in a fresh interpreter: their median (:func:`_median`)."""
+    return _median([_child(kind, data, dates) for _ in range(repeat)])
+
+
+def _runs(result: dict[str, Any]) -> str:
+    return " / ".join(f"{s:.2f}" for s in result["runs"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -196,6 +217,10 @@ def main() -> None:
     parser.add_argument("--skip-monthly", action="store_true", help="Skip the 12 monthly as_of run.")
     parser.add_argument(
         "--memory-limit", default=None, help="duckdb_memory_limit of the config (e.g. 2GB); default: none."
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3,
+        help="Fresh-process runs per measurement; the median run is reported (default: 3).",
     )
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--dates", default=None, help=argparse.SUPPRESS)
@@ -227,13 +252,15 @@ def main() -> None:
         f"date {date.today()}, machine {platform.machine()}, {os.cpu_count()} cores (shared), "
         f"load average {os.getloadavg()[0]:.1f}"
     )
-    one = _child("duckdb", data, ONE_AS_OF)
+    repeat = max(1, args.repeat)
+    print(f"each figure: the median of {repeat} runs, each in a fresh process (runs in the order they ran)")
+    one = _repeated("duckdb", data, ONE_AS_OF, repeat)
     rate = n_events / one["seconds"]
     print(
-        f"duckdb, full catalog ({one['columns']} columns), 1 as_of: {one['seconds']:.2f} s wall, "
-        f"{one['cpu_seconds']:.2f} CPU-s; {rate / 1e6:.2f}M events/s wall, "
+        f"duckdb, full catalog ({one['columns']} columns), 1 as_of: {one['seconds']:.2f} s wall "
+        f"(runs {_runs(one)}), {one['cpu_seconds']:.2f} CPU-s; {rate / 1e6:.2f}M events/s wall, "
         f"{n_events / one['cpu_seconds'] / 1e6:.2f}M events per CPU-s; "
-        f"peak RSS {one['peak_rss_mib']:.0f} MiB, {one['rows']:,} rows (goal >= 5M events/s)"
+        f"peak RSS {one['peak_rss_max']:.0f} MiB, {one['rows']:,} rows (goal >= 5M events/s)"
     )
     if not args.skip_monthly:
         long_data = (
@@ -241,28 +268,32 @@ def main() -> None:
             else args.data.with_name(f"{args.data.name}_{MONTHLY_DAYS}d")
         )
         generate(long_data, args.events, args.accounts, MONTHLY_DAYS)
-        last = _child("duckdb", long_data, MONTHLY[-1:])
-        twelve = _child("duckdb", long_data, MONTHLY)
+        pairs = [  # interleaved, so that a change in the machine's load hits both alike
+            (_child("duckdb", long_data, MONTHLY[-1:]), _child("duckdb", long_data, MONTHLY))
+            for _ in range(repeat)
+        ]
+        last, twelve = _median([p[0] for p in pairs]), _median([p[1] for p in pairs])
+        ratios = " / ".join(f"{b['seconds'] / a['seconds']:.2f}x" for a, b in pairs)
         print(
             f"{MONTHLY_DAYS}-day log of the same size: duckdb, 1 as_of ({MONTHLY[-1]}): "
-            f"{last['seconds']:.2f} s wall, {last['cpu_seconds']:.2f} CPU-s; "
+            f"{last['seconds']:.2f} s wall (runs {_runs(last)}), {last['cpu_seconds']:.2f} CPU-s; "
             f"12 monthly as_of ({MONTHLY[0]} .. {MONTHLY[-1]}): "
-            f"{twelve['seconds']:.2f} s wall, {twelve['cpu_seconds']:.2f} CPU-s, {twelve['rows']:,} rows, "
-            f"peak RSS {twelve['peak_rss_mib']:.0f} MiB; ratio vs 1 as_of "
-            f"{twelve['seconds'] / last['seconds']:.2f}x wall, "
+            f"{twelve['seconds']:.2f} s wall (runs {_runs(twelve)}), {twelve['cpu_seconds']:.2f} CPU-s, "
+            f"{twelve['rows']:,} rows, peak RSS {twelve['peak_rss_max']:.0f} MiB; ratio vs 1 as_of "
+            f"{twelve['seconds'] / last['seconds']:.2f}x wall (run by run {ratios}), "
             f"{twelve['cpu_seconds'] / last['cpu_seconds']:.2f}x CPU (goal <= 2x)"
         )
     if not args.skip_pandas:
-        base = _child("pandas", data, ONE_AS_OF)
+        base = _repeated("pandas", data, ONE_AS_OF, repeat)
         print(
             f"pandas groupby baseline, full catalog ({base['columns']} columns), 1 as_of: "
-            f"{base['seconds']:.2f} s wall, "
-            f"{base['cpu_seconds']:.2f} CPU-s, peak RSS {base['peak_rss_mib']:.0f} MiB; "
+            f"{base['seconds']:.2f} s wall (runs {_runs(base)}), "
+            f"{base['cpu_seconds']:.2f} CPU-s, peak RSS {base['peak_rss_max']:.0f} MiB; "
             f"duckdb is {base['seconds'] / one['seconds']:.2f}x faster wall, "
             f"{base['cpu_seconds'] / one['cpu_seconds']:.2f}x per CPU-s (goal >= 3x)"
         )
     if not args.skip_spark:
-        spark = _child("spark", data, ONE_AS_OF)
+        spark = _child("spark", data, ONE_AS_OF)  # once: ~30 s a run, for the record
         print(
             f"spark local[*], full catalog, 1 as_of: {spark['seconds']:.2f} s "
             f"({n_events / spark['seconds'] / 1e6:.2f}M events/s, driver peak RSS "
