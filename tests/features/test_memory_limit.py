@@ -13,7 +13,7 @@ from pes_ml.config import PesConfig
 from pes_ml.engine import ibis_backend
 from pes_ml.features import FeatureTables, compute_features
 
-from .conftest import open_subscriptions
+from .conftest import AS_OF, DAY, Engine, make_events, open_subscriptions
 
 
 def _config(tmp_path: Path, limit: str | None) -> PesConfig:
@@ -81,3 +81,41 @@ def test_running_out_of_memory_is_a_one_line_error_that_says_what_to_change(tmp_
     with pytest.raises(ConfigError, match=r"ran out of memory during ingest .* 1MB"):
         ingest(tiny)
     assert (tmp_path / "work" / "clean").exists(), "the previous clean tables were removed"
+
+
+def _huge_pages_on() -> bool:
+    """numpy's current huge-page setting (read by setting it back to what it was)."""
+    from numpy._core.multiarray import _set_madvise_hugepage
+
+    current: bool = _set_madvise_hugepage(True)
+    _set_madvise_hugepage(current)
+    return current
+
+
+@pytest.mark.parametrize("user_setting", [None, "1"])
+def test_numpy_huge_pages_are_off_while_the_frame_is_built_unless_the_user_chose(
+    duck: Engine, monkeypatch: pytest.MonkeyPatch, user_setting: str | None
+) -> None:
+    from numpy._core.multiarray import _set_madvise_hugepage
+
+    import pes_ml.features.build as build
+
+    if user_setting is None:
+        monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    else:
+        monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", user_setting)
+    seen: list[bool] = []
+    finish = build.finish_features
+
+    def watched(*args: object, **kwargs: object) -> pd.DataFrame:
+        seen.append(_huge_pages_on())
+        return finish(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(build, "finish_features", watched)
+    before = _set_madvise_hugepage(True)
+    try:
+        duck.features(make_events([("a", "u", "login", AS_OF - DAY)]))
+        assert seen == [user_setting is not None]  # off inside, unless NUMPY_MADVISE_HUGEPAGE is set
+        assert _huge_pages_on()  # restored
+    finally:
+        _set_madvise_hugepage(before)
