@@ -1,4 +1,5 @@
-"""``duckdb_memory_limit``: DuckDB gets the cap and a spill folder; the features do not change."""
+"""Memory: ``duckdb_memory_limit`` gives DuckDB a cap and a spill folder, and the features do not change;
+numpy's huge pages are off while the frame is built (``pes_ml.features.build._small_pages``)."""
 
 from __future__ import annotations
 
