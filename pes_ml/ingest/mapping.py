@@ -95,10 +95,19 @@ def _suggest(name: str, found: list[str]) -> str:
     return " Perhaps: " + ", ".join(f"`{name}: {g}`" for g in guesses[:3]) + "."
 
 
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+"""Every character Python's ``str.isspace`` accepts. DuckDB's one-argument ``trim`` keeps tabs
+and line breaks, so an id of only those (``"\\t\\x0b"``) was loaded as an id instead of quarantined
+as missing (found by the ingest fuzz test)."""
+
+
 def _text(expr: str, duck_type: str) -> str:
-    if duck_type == "VARCHAR":
-        return f"NULLIF(trim({expr}), '')"
-    return f"NULLIF(trim(CAST({expr} AS VARCHAR)), '')"
+    """A text column trimmed of :data:`WHITESPACE` at both ends; NULL when nothing is left."""
+    value = expr if duck_type == "VARCHAR" else f"CAST({expr} AS VARCHAR)"
+    return f"NULLIF(trim({value}, {sql_string(WHITESPACE)}), '')"
 
 
 def _null_tokens(text: str, tokens: tuple[str, ...]) -> str:
@@ -380,8 +389,8 @@ def map_source(
             _unique_key_check(con, lk.view, lookup.key, f"Event lookup {lookup.path!r}", f"{lkey}.key")
             code = _text(expr, source_type)
             from_sql += (
-                f" LEFT JOIN (SELECT NULLIF(trim(CAST({ident(lookup.key)} AS VARCHAR)), '') AS __pes_code, "
-                f"NULLIF(trim(CAST({ident(lookup.name)} AS VARCHAR)), '') AS __pes_name "
+                f" LEFT JOIN (SELECT {_text(ident(lookup.key), 'ANY')} AS __pes_code, "
+                f"{_text(ident(lookup.name), 'ANY')} AS __pes_name "
                 f"FROM {ident(lk.view)}) AS l ON {code} = l.__pes_code"
             )
             columns[name] = Column(name, target, "l.__pes_name", f"({code} IS NOT NULL)", src_col)

@@ -266,3 +266,23 @@ def test_a_user_column_with_empty_values_is_not_filled_from_the_account(
     clean = read_clean(config).sort_values("timestamp")
     assert clean["user_id"].iloc[0] == "u1"
     assert pd.isna(clean["user_id"].iloc[1])
+
+
+def test_text_is_trimmed_of_every_kind_of_whitespace_so_blank_ids_are_quarantined(
+    tmp_path: Path, make_config: MakeConfig
+) -> None:
+    path = tmp_path / "events.parquet"
+    pq.write_table(
+        pa.table({
+            "account_id": ["\t\x0b", "\u2003a\t", "b\u3000c\n", " \x1c\x85\u2028"],
+            "event": ["login", "login\r\n", "\tlogin", "login"],
+            "timestamp": pa.array([pd.Timestamp(f"2024-01-0{d}", tz="UTC") for d in (1, 2, 3, 4)]),
+        }),
+        path,
+    )
+    config = make_config(events={"path": str(path)})
+    recon = ingest(config)
+    clean = read_clean(config).sort_values("timestamp")
+    assert list(clean["account_id"]) == ["a", "b\u3000c"]  # inner whitespace is kept
+    assert list(clean["event"]) == ["login", "login"]
+    assert recon.by_reason("events") == {"missing account_id": 2}
