@@ -235,7 +235,9 @@ def main() -> None:
             result = _measure_pandas(data, dates)
         else:
             result = _measure_engine(args.measure, data, dates)
-        result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        from bench_ingest import peak_rss_mib  # VmHWM: a child's ru_maxrss starts at its parent's peak
+
+        result["peak_rss_mib"] = peak_rss_mib()
         print(json.dumps(result))
         return
 
