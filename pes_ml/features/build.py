@@ -166,9 +166,11 @@ def _small_pages() -> Iterator[None]:
     numpy asks Linux for 2 MiB pages (``madvise``) for arrays of 4 MiB and more. On a
     virtual machine that hands freed memory back to its host, every fresh huge page is a
     fault to the host: filling 2 GiB of new arrays took 4.7 s with them and 0.9 s without
-    on the benchmark machine, and the 12-date feature run 8.2 s and 7.0 s (medians of three;
-    assembly and finish build a million-row frame out of fresh arrays). Left alone when the user set
-    ``NUMPY_MADVISE_HUGEPAGE`` (numpy's own switch), or when numpy lacks the toggle.
+    on the benchmark machine, and the 12-date feature run 8.2 s and 7.0 s (medians of
+    three; assembly and finish build a million-row frame out of fresh arrays). Left alone
+    when the user set ``NUMPY_MADVISE_HUGEPAGE`` (numpy's own switch), or when numpy lacks
+    the toggle. The setting is process-wide: builds overlapping in threads of one process
+    may leave it off, which changes speed only, never a value.
     """
     toggle = getattr(importlib.import_module("numpy._core.multiarray"), "_set_madvise_hugepage", None)
     if toggle is None or "NUMPY_MADVISE_HUGEPAGE" in os.environ:
