@@ -389,8 +389,8 @@ def map_source(
             _unique_key_check(con, lk.view, lookup.key, f"Event lookup {lookup.path!r}", f"{lkey}.key")
             code = _text(expr, source_type)
             from_sql += (
-                f" LEFT JOIN (SELECT {_text(ident(lookup.key), 'ANY')} AS __pes_code, "
-                f"{_text(ident(lookup.name), 'ANY')} AS __pes_name "
+                f" LEFT JOIN (SELECT {_text(ident(lookup.key), lk.columns[lookup.key])} AS __pes_code, "
+                f"{_text(ident(lookup.name), lk.columns[lookup.name])} AS __pes_name "
                 f"FROM {ident(lk.view)}) AS l ON {code} = l.__pes_code"
             )
             columns[name] = Column(name, target, "l.__pes_name", f"({code} IS NOT NULL)", src_col)
