@@ -130,19 +130,21 @@ def _grid_features(
                 present = pit.subscribed_accounts(tables.subscriptions, grid.as_of[0].to_pydatetime())
             vocabulary.update(_vocabulary(counts, user_days, present, grid, config, names))
         event_types, core = vocabulary["event_types"], vocabulary["core_events"]
-        account_days = stack.enter_context(materialized(d.account_days(events, event_types, core, names)))
-        numbers = stack.enter_context(materialized(d.account_numbers(account_days, tables.subscriptions)))
+        numbers = stack.enter_context(materialized(d.account_numbers(events, tables.subscriptions)))
+        account_days = stack.enter_context(
+            materialized(d.account_days(events, numbers, event_types, core, names))
+        )
         first_days = stack.enter_context(materialized(d.user_first_days(user_days, numbers)))
         numbered_days = stack.enter_context(
             materialized(d.numbered_user_days(user_days, first_days, core, names))
         )
         activity, new_users = pit.history_aggregates(account_days, first_days, len(core), grid)
         windows = [
-            d.numbered(d.recent_event_aggregates(account_days, grid, len(event_types), len(core)), numbers),
-            d.numbered(d.quarter_event_aggregates(account_days, grid), numbers),
+            d.recent_event_aggregates(account_days, grid, len(event_types), len(core)),
+            d.quarter_event_aggregates(account_days, grid),
             d.user_aggregates(numbered_days, first_days, grid),
         ]
-        states = {"activity": d.numbered(activity, numbers), "new_users": d.numbered(new_users, numbers)}
+        states = {"activity": activity, "new_users": new_users}
         if tables.subscriptions is not None:
             states["subscriptions"] = pit.subscription_state(d.numbered(tables.subscriptions, numbers), grid)
         accounts = numbers

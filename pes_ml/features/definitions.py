@@ -33,8 +33,9 @@ events) than the second scan it saves.
 The functions return *raw* aggregates (counts, sums, distinct counts) per
 account and as_of ``j``. Each part leaves the engine keyed by the account's
 integer :data:`ACCOUNT_NUMBER` (its rank in ``account_id`` order,
-:func:`account_numbers`; joined onto the part's ~one row per account and as_of,
-never onto a rollup), and :mod:`pes_ml.features.assemble` lays the parts side
+:func:`account_numbers`: the events take it before :func:`account_days` groups
+them, users through :func:`user_first_days`, subscriptions and accounts by a join
+of their small tables), and :mod:`pes_ml.features.assemble` lays the parts side
 by side by position instead of joining them on strings. Ratios are taken by
 :mod:`pes_ml.features.finish`, once, for both engines.
 """
@@ -153,23 +154,31 @@ def events_before(events: ir.Table, grid: AsOfGrid) -> ir.Table:
 
 
 def account_days(
-    events: ir.Table, event_types: Sequence[str], core_events: Sequence[str], event_names: Sequence[str]
+    events: ir.Table,
+    numbers: ir.Table,
+    event_types: Sequence[str],
+    core_events: Sequence[str],
+    event_names: Sequence[str],
 ) -> ir.Table:
     """Events, value, each counted event type, the event-type masks and the :data:`CORE_MASK`
-    per (account, day).
+    per (account_number, day).
 
+    The events take their :data:`ACCOUNT_NUMBER` (``numbers``: :func:`account_numbers`)
+    before they are grouped: grouping by an integer is cheaper than by the ``account_id``
+    string, here and in every window and history read from this rollup (at 10M events,
+    the rollup as fast as before and 12 as_of dates' windows ~0.4 s faster).
     Per-name counts are filtered counts (``count(*) FILTER (WHERE event = name)``
     on DuckDB): a third cheaper than sums of 0/1 casts there, the same number everywhere.
     ``event_names`` are all event types of ``events`` (:func:`event_bits`).
     """
-    coded = _coded(events, event_names)
+    coded = numbered(_coded(events, event_names), numbers)
     event = coded[EVENT]
     metrics: dict[str, ir.Value] = {N: coded.count(), VALUE_SUM: coded[VALUE].sum()}
     for word in mask_columns(len(event_names)):
         metrics[word] = bit_or(coded[word])
     for i, name in enumerate(event_types):
         metrics[type_column(i)] = coded.count(where=event == name)
-    days = coded.group_by([ACCOUNT_ID, DAY]).aggregate(**metrics)
+    days = coded.group_by([ACCOUNT_NUMBER, DAY]).aggregate(**metrics)
     return days.mutate(**{CORE_MASK: _core_mask(days, core_events, event_names)})
 
 
@@ -194,14 +203,14 @@ def _core_mask(days: ir.Table, core_events: Sequence[str], event_names: Sequence
     return mask.cast("int64")
 
 
-def account_numbers(account_days: ir.Table, subscriptions: ir.Table | None) -> ir.Table:
-    """Every account with events or subscriptions once, with its :data:`ACCOUNT_NUMBER`.
+def account_numbers(events: ir.Table, subscriptions: ir.Table | None) -> ir.Table:
+    """Every account with events (``events``: :func:`events_before`) or subscriptions once,
+    with its :data:`ACCOUNT_NUMBER`.
 
-    ``account_days`` is :func:`account_days` keyed by ``account_id``. Numbers
-    follow ``account_id`` in byte (code point) order on every engine, so sorting
-    by number sorts by ``account_id``.
+    Numbers follow ``account_id`` in byte (code point) order on every engine, so
+    sorting by number sorts by ``account_id``.
     """
-    ids = account_days.select(ACCOUNT_ID).distinct()
+    ids = events.select(ACCOUNT_ID).distinct()
     if subscriptions is not None:
         ids = ids.union(subscriptions.select(ACCOUNT_ID).distinct(), distinct=True)
     return ids.mutate(**{ACCOUNT_NUMBER: ibis.row_number().over(order_by=ids[ACCOUNT_ID])})
@@ -236,7 +245,7 @@ def numbered_user_days(
 
 
 def recent_event_aggregates(days: ir.Table, grid: AsOfGrid, n_types: int, n_core: int) -> ir.Table:
-    """Account-level counts of the last 30 (and 7) days per (account_id, j): events, values, active
+    """Account-level counts of the last 30 (and 7) days per (account_number, j): events, values, active
     days, event types, per-type counts, core events used.
 
     ``days`` is :func:`account_days`: one row per active day, so a count of rows is
@@ -259,17 +268,18 @@ def recent_event_aggregates(days: ir.Table, grid: AsOfGrid, n_types: int, n_core
         metrics[type_column(i)] = w[type_column(i)].sum()
     if n_core:
         metrics["core_events_used_30d"] = bit_count(bit_or(w[CORE_MASK]))
-    return w.group_by([ACCOUNT_ID, J]).aggregate(**metrics)
+    return w.group_by([ACCOUNT_NUMBER, J]).aggregate(**metrics)
 
 
 def quarter_event_aggregates(days: ir.Table, grid: AsOfGrid) -> ir.Table:
-    """Account-level counts of the last 90 days and of the 30 days before the last 30, per (account_id, j).
+    """Account-level counts of the last 90 days and of the 30 days before the last 30,
+    per (account_number, j).
 
     ``days`` is :func:`account_days`.
     """
     w = days.join(grid.window_days_table(), DAY)
     n, prior = w[N], w[PRIOR_30D]
-    return w.group_by([ACCOUNT_ID, J]).aggregate(
+    return w.group_by([ACCOUNT_NUMBER, J]).aggregate(
         events_90d=n.sum(),
         events_prior_30d=(n * prior).sum(),
         value_sum_90d=w[VALUE_SUM].sum(),

@@ -128,12 +128,12 @@ def _bucket(day: ir.IntegerValue, grid: AsOfGrid) -> ir.IntegerValue:
 
 def _so_far() -> ibis.expr.builders.LegacyWindowBuilder:
     """The account's buckets up to and including the current one."""
-    return ibis.cumulative_window(group_by=ACCOUNT_ID, order_by=BUCKET)
+    return ibis.cumulative_window(group_by=ACCOUNT_NUMBER, order_by=BUCKET)
 
 
 def _next_bucket(buckets: ir.Table, grid: AsOfGrid) -> ir.Value:
     """The account's next bucket with data; the number of as_of dates after its last one."""
-    following = ibis.window(group_by=ACCOUNT_ID, order_by=BUCKET)
+    following = ibis.window(group_by=ACCOUNT_NUMBER, order_by=BUCKET)
     return buckets[BUCKET].lead().over(following).fill_null(len(grid.days)).name(NEXT_BUCKET)
 
 
@@ -147,7 +147,7 @@ def _spread(running: ir.Table, grid: AsOfGrid) -> ir.Table:
 def history_aggregates(
     account_days: ir.Table, first_days: ir.Table, n_core: int, grid: AsOfGrid
 ) -> tuple[ir.Table, ir.Table]:
-    """Running "ever" aggregates per (account_id, j), for every account with data before as_of.
+    """Running "ever" aggregates per (account_number, j), for every account with data before as_of.
 
     Parameters
     ----------
@@ -175,7 +175,7 @@ def history_aggregates(
         core_day = ibis.ifelse(days[CORE_MASK] != 0, day, null_int)
         per_bucket.update(last_core_day=core_day.max(), first_core_day=core_day.min(),
                           core_used=bit_or(days[CORE_MASK]))
-    buckets = days.group_by([ACCOUNT_ID, BUCKET]).aggregate(**per_bucket)
+    buckets = days.group_by([ACCOUNT_NUMBER, BUCKET]).aggregate(**per_bucket)
     if not n_core:
         buckets = buckets.mutate(last_core_day=null_int, first_core_day=null_int)
     ever = _so_far()
@@ -189,12 +189,12 @@ def history_aggregates(
     running["core_events_ever"] = (
         bit_count(bit_or(buckets["core_used"]).over(ever)) if n_core else ibis.literal(0, type="int64")
     )
-    activity = _spread(buckets.select(ACCOUNT_ID, BUCKET, _next_bucket(buckets, grid), **running), grid)
+    activity = _spread(buckets.select(ACCOUNT_NUMBER, BUCKET, _next_bucket(buckets, grid), **running), grid)
 
     users = first_days.mutate(**{BUCKET: _bucket(first_days[FIRST_DAY], grid)})
-    users = users.group_by([ACCOUNT_ID, BUCKET]).aggregate(last_new_user_day=users[FIRST_DAY].max())
+    users = users.group_by([ACCOUNT_NUMBER, BUCKET]).aggregate(last_new_user_day=users[FIRST_DAY].max())
     last_new = users["last_new_user_day"].max().over(_so_far())
     users = _spread(
-        users.select(ACCOUNT_ID, BUCKET, _next_bucket(users, grid), last_new_user_day=last_new), grid
+        users.select(ACCOUNT_NUMBER, BUCKET, _next_bucket(users, grid), last_new_user_day=last_new), grid
     )
     return activity, users
