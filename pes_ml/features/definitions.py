@@ -165,8 +165,9 @@ def account_days(
 
     The events take their :data:`ACCOUNT_NUMBER` (``numbers``: :func:`account_numbers`)
     before they are grouped: grouping by an integer is cheaper than by the ``account_id``
-    string, here and in every window and history read from this rollup (at 10M events,
-    the rollup as fast as before and 12 as_of dates' windows ~0.4 s faster).
+    string, here and in every window and history read from this rollup (10M events:
+    0.60-0.63 s for this rollup, against 0.70-0.81 s for the string grouping and then
+    numbering its rows; the account windows and history at 12 as_of dates ~0.4 s faster).
     Per-name counts are filtered counts (``count(*) FILTER (WHERE event = name)``
     on DuckDB): a third cheaper than sums of 0/1 casts there, the same number everywhere.
     ``event_names`` are all event types of ``events`` (:func:`event_bits`).
