@@ -95,7 +95,7 @@ def _suggest(name: str, found: list[str]) -> str:
     return " Perhaps: " + ", ".join(f"`{name}: {g}`" for g in guesses[:3]) + "."
 
 
-WHITESPACE = (
+_SPACE_CHARACTERS = (
     "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
     "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
@@ -105,9 +105,9 @@ as missing (found by the ingest fuzz test)."""
 
 
 def _text(expr: str, duck_type: str) -> str:
-    """A text column trimmed of :data:`WHITESPACE` at both ends; NULL when nothing is left."""
+    """A text column trimmed of :data:`_SPACE_CHARACTERS` at both ends; NULL when nothing is left."""
     value = expr if duck_type == "VARCHAR" else f"CAST({expr} AS VARCHAR)"
-    return f"NULLIF(trim({value}, {sql_string(WHITESPACE)}), '')"
+    return f"NULLIF(trim({value}, {sql_string(_SPACE_CHARACTERS)}), '')"
 
 
 def _null_tokens(text: str, tokens: tuple[str, ...]) -> str:
