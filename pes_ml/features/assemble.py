@@ -18,7 +18,7 @@ through Arrow.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -73,8 +73,8 @@ def _placed(
 
 def assemble(
     present: pa.Table,
-    counts: Sequence[pa.Table],
-    states: Sequence[pa.Table],
+    counts: Iterable[pa.Table],
+    states: Iterable[pa.Table],
     accounts: pa.Table,
     grid: AsOfGrid,
 ) -> pd.DataFrame:
@@ -87,6 +87,9 @@ def assemble(
     counts
         Window counts and sums keyed by ``(account_number, j)``, each pair at most
         once: a present pair a part lacks had nothing in the window and gets 0.
+        Read one part at a time, each let go once its values are placed: pass
+        iterators that collect each part when asked, and only one part is held
+        at a time beside the frame.
     states
         Other parts keyed the same way (history, subscription state): a present
         pair a part lacks gets a missing value (NaN, NaT or NA).
@@ -128,4 +131,5 @@ def assemble(
             for name in part.column_names:
                 if name not in KEY:
                     columns[name] = _placed(part[name], rows, kept, n_rows, zero)
+            del part, rows, present_rows, kept  # before the next part is collected
     return pd.DataFrame(columns, copy=False)

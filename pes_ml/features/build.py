@@ -97,16 +97,17 @@ def _vocabulary(
     return {"event_types": event_types, "core_events": core}
 
 
-def _present(mode: str, states: dict[str, pa.Table], grid: AsOfGrid, horizon_days: int) -> pa.Table:
-    """The (account_number, j) pairs of the snapshot (see :mod:`pes_ml.features.point_in_time`)."""
+def _present(mode: str, state: pa.Table, grid: AsOfGrid, horizon_days: int) -> pa.Table:
+    """The (account_number, j) pairs of the snapshot (see :mod:`pes_ml.features.point_in_time`).
+
+    ``state`` is the subscription state in subscription mode, the activity history in activity mode.
+    """
     if mode == "subscription":
-        state = states["subscriptions"]
         return state.select(list(KEY)).filter(pc.greater(state["active_now"], 0))
     # Activity mode: an event in [as_of - horizon, as_of).
-    activity = states["activity"]
-    day_of_as_of = np.asarray(grid.days, dtype=np.int64)[activity[J].to_numpy()]
-    recent = activity["last_day"].to_numpy() >= day_of_as_of - horizon_days
-    return activity.select(list(KEY)).filter(pa.array(recent))
+    day_of_as_of = np.asarray(grid.days, dtype=np.int64)[state[J].to_numpy()]
+    recent = state["last_day"].to_numpy() >= day_of_as_of - horizon_days
+    return state.select(list(KEY)).filter(pa.array(recent))
 
 
 def _grid_features(
@@ -152,12 +153,19 @@ def _grid_features(
             attributes = pit.account_attributes(d.numbered(tables.accounts, numbers))
             accounts = numbers.left_join(attributes, ACCOUNT_NUMBER)
             accounts = accounts.select(~ibis.selectors.endswith("_right"))
-        window_counts = [to_arrow(part) for part in windows]
-        pulled = {name: to_arrow(part) for name, part in states.items()}
-        accounts_table = to_arrow(accounts)
-    present = _present(mode, pulled, grid, horizon_days)
-    raw = assemble(present, window_counts, list(pulled.values()), accounts_table, grid)
-    del window_counts, pulled
+        # Presence first; then every other part is collected only when the assembly reaches it,
+        # so one part at a time is held beside the frame (12 as_of dates at 10M events: ~0.5 GiB
+        # less at the peak than collecting them all first).
+        presence = "subscriptions" if mode == "subscription" else "activity"
+        collected = {presence: to_arrow(states[presence])}
+        present = _present(mode, collected[presence], grid, horizon_days)
+        raw = assemble(
+            present,
+            (to_arrow(part) for part in windows),
+            (collected.pop(name) if name in collected else to_arrow(part) for name, part in states.items()),
+            to_arrow(accounts),
+            grid,
+        )
     return finish_features(raw, grid, event_types, core, horizon_days)
 
 
