@@ -18,7 +18,7 @@ through Arrow.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,21 @@ def _values(column: pa.ChunkedArray) -> np.ndarray:
 
 def _is_text(column: pa.ChunkedArray) -> bool:
     return bool(pa.types.is_string(column.type) or pa.types.is_large_string(column.type))
+
+
+def _gathered(table: pa.Table, key: str, source: np.ndarray) -> dict[str, Any]:
+    """The columns of ``table`` (one row per ``key`` value ``0..n-1``) at the key values ``source``
+    (-1: missing), by row: a small table read at random."""
+    number = np.asarray(table[key].to_numpy(), dtype=np.int64)
+    row_of_key = np.empty(len(number), dtype=np.int64)
+    row_of_key[number] = np.arange(len(number))
+    missing = source < 0
+    rows = row_of_key[np.where(missing, 0, source)] if len(number) else np.zeros_like(source)
+    taken = table.drop_columns([key]).take(pa.array(rows, mask=missing if missing.any() else None))
+    return {
+        name: taken[name].to_pandas() if _is_text(taken[name]) else _values(taken[name])
+        for name in taken.column_names
+    }
 
 
 def _placed(
@@ -77,6 +92,7 @@ def assemble(
     states: Iterable[pa.Table],
     accounts: pa.Table,
     grid: AsOfGrid,
+    lookups: Mapping[str, pa.Table] | None = None,
 ) -> pd.DataFrame:
     """One row per present ``(account_number, j)``, in ``(j, account_number)`` order, with the parts' columns.
 
@@ -98,6 +114,11 @@ def assemble(
         with ``account_id`` and the per-account columns.
     grid
         The as_of grid of ``j``.
+    lookups
+        For a state column that is a row number of a small table (the main
+        subscription), that table, keyed by its first column (``0..n-1``): the
+        frame gets the table's other columns at that key (missing where the
+        number is) in place of the number.
 
     Returns
     -------
@@ -106,6 +127,7 @@ def assemble(
         columns: counts as int64, other numbers as float64, instants as naive UTC
         ``datetime64[us]``, text as ``str``. Pairs that are not present are dropped.
     """
+    lookups = lookups or {}
     n_accounts = accounts.num_rows
     keys = np.sort(_keys(present, n_accounts))
     n_rows = len(keys)
@@ -113,14 +135,7 @@ def assemble(
     row_of[keys] = np.arange(n_rows)
     j = keys // n_accounts
     columns: dict[str, Any] = {J: j, A: np.asarray(grid.days, dtype=np.int64)[j]}
-    # Per-account columns: the row of each account number, gathered (a small table, read at random).
-    number = np.asarray(accounts[ACCOUNT_NUMBER].to_numpy(), dtype=np.int64)
-    account_row = np.empty(n_accounts, dtype=np.int64)
-    account_row[number] = np.arange(n_accounts)
-    taken = accounts.drop_columns([ACCOUNT_NUMBER]).take(pa.array(account_row[keys % n_accounts]))
-    for name in taken.column_names:
-        column = taken[name]
-        columns[name] = column.to_pandas() if _is_text(column) else _values(column)
+    columns.update(_gathered(accounts, ACCOUNT_NUMBER, keys % n_accounts))
     for zero, parts in ((True, counts), (False, states)):
         for part in parts:
             rows = row_of[_keys(part, n_accounts)]
@@ -129,7 +144,13 @@ def assemble(
             if kept is not None:
                 rows = rows[kept]
             for name in part.column_names:
-                if name not in KEY:
+                if name in lookups:  # a row number of a small table: take that table's columns
+                    key = part[name].fill_null(-1).to_numpy().astype(np.int64)
+                    source = np.full(n_rows, -1, dtype=np.int64)
+                    source[rows] = key if kept is None else key[kept]
+                    table = lookups[name]
+                    columns.update(_gathered(table, table.column_names[0], source))
+                elif name not in KEY:
                     columns[name] = _placed(part[name], rows, kept, n_rows, zero)
             del part, rows, present_rows, kept  # before the next part is collected
     return pd.DataFrame(columns, copy=False)

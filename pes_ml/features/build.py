@@ -146,8 +146,13 @@ def _grid_features(
             d.user_aggregates(numbered_days, first_days, grid),
         ]
         states = {"activity": activity, "new_users": new_users}
+        lookups = {}
         if tables.subscriptions is not None:
-            states["subscriptions"] = pit.subscription_state(d.numbered(tables.subscriptions, numbers), grid)
+            subscriptions = stack.enter_context(
+                materialized(pit.numbered_subscriptions(d.numbered(tables.subscriptions, numbers)))
+            )
+            states["subscriptions"] = pit.subscription_state(subscriptions, grid)
+            lookups[pit.MAIN_SUBSCRIPTION] = to_arrow(pit.subscription_contracts(subscriptions))
         accounts = numbers
         if tables.accounts is not None:
             attributes = pit.account_attributes(d.numbered(tables.accounts, numbers))
@@ -165,6 +170,7 @@ def _grid_features(
             (collected.pop(name) if name in collected else to_arrow(part) for name, part in states.items()),
             to_arrow(accounts),
             grid,
+            lookups,
         )
     return finish_features(raw, grid, event_types, core, horizon_days)
 

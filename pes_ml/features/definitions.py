@@ -48,6 +48,7 @@ from typing import Final
 
 import ibis
 import ibis.expr.datatypes as dt
+import ibis.expr.operations as ops
 import ibis.expr.types as ir
 import pyarrow as pa
 
@@ -91,6 +92,18 @@ def bit_or(value: dt.int64) -> dt.int64:
 @ibis.udf.scalar.builtin(name="bit_count")  # type: ignore[untyped-decorator]
 def bit_count(value: dt.int64) -> dt.int64:
     """Number of set bits (``BIT_COUNT`` on DuckDB and Spark SQL)."""
+
+
+def whole_sum(values: ir.IntegerValue) -> ir.IntegerValue:
+    """The sum of integers as an int64.
+
+    DuckDB sums integers into a 128-bit HUGEINT, which leaves the engine as a
+    ``decimal128`` that then has to be cast row by row (and, inside a query, makes every
+    later shift and comparison 128-bit); Spark's sum of int64 is already int64. The
+    sums here count events and days, far below 2**63.
+    """
+    # Built as the operation itself: ``.cast("int64")`` on an Ibis int64 is dropped as a no-op.
+    return ops.Cast(values.sum(), to=dt.int64).to_expr()
 
 
 def mask_column(word: int) -> str:
@@ -258,15 +271,15 @@ def recent_event_aggregates(days: ir.Table, grid: AsOfGrid, n_types: int, n_core
     w = days.join(grid.window_days_table(30), DAY)
     n = w[N]
     metrics: dict[str, ir.Value] = {
-        "events_7d": (n * w[IN_7D]).sum(),
-        "events_30d": n.sum(),
+        "events_7d": whole_sum(n * w[IN_7D]),
+        "events_30d": whole_sum(n),
         "value_sum_30d": w[VALUE_SUM].sum(),
         "active_days_30d": w.count(),
     }
     types = [bit_count(bit_or(w[word])) for word in masks_of(days)]
     metrics["event_types_30d"] = sum(types[1:], types[0])
     for i in range(n_types):
-        metrics[type_column(i)] = w[type_column(i)].sum()
+        metrics[type_column(i)] = whole_sum(w[type_column(i)])
     if n_core:
         metrics["core_events_used_30d"] = bit_count(bit_or(w[CORE_MASK]))
     return w.group_by([ACCOUNT_NUMBER, J]).aggregate(**metrics)
@@ -281,10 +294,10 @@ def quarter_event_aggregates(days: ir.Table, grid: AsOfGrid) -> ir.Table:
     w = days.join(grid.window_days_table(), DAY)
     n, prior = w[N], w[PRIOR_30D]
     return w.group_by([ACCOUNT_NUMBER, J]).aggregate(
-        events_90d=n.sum(),
-        events_prior_30d=(n * prior).sum(),
+        events_90d=whole_sum(n),
+        events_prior_30d=whole_sum(n * prior),
         value_sum_90d=w[VALUE_SUM].sum(),
-        active_days_prior_30d=prior.sum(),
+        active_days_prior_30d=whole_sum(prior),
     )
 
 
@@ -313,8 +326,8 @@ def user_aggregates(days: ir.Table, first_days: ir.Table, grid: AsOfGrid) -> ir.
     """
     w = days.join(grid.window_days_table(), DAY)
     per_user = w.group_by([USER_NUMBER, J, A]).aggregate(
-        packed_days=w[PACKED_DAYS].sum(),
-        packed_weeks=w[PACKED_WEEKS].sum(),
+        packed_days=whole_sum(w[PACKED_DAYS]),
+        packed_weeks=whole_sum(w[PACKED_WEEKS]),
         core_30d=bit_or(w[CORE_MASK] * w[IN_30D]),
     )
     u = per_user.join(first_days, USER_NUMBER)
@@ -328,8 +341,8 @@ def user_aggregates(days: ir.Table, first_days: ir.Table, grid: AsOfGrid) -> ir.
         active_users_7d=u.count(where=d7 > 0),
         active_users_30d=u.count(where=d30 > 0),
         active_users_90d=u.count(),
-        user_days_7d=d7.sum(),
-        user_days_30d=d30.sum(),
+        user_days_7d=whole_sum(d7),
+        user_days_30d=whole_sum(d30),
         power_users_7d=u.count(where=d7 >= 5),
         users_28d=u.count(where=d28 > 0),
         l28_1to7_28d=u.count(where=(d28 >= 1) & (d28 <= 7)),
@@ -341,9 +354,9 @@ def user_aggregates(days: ir.Table, first_days: ir.Table, grid: AsOfGrid) -> ir.
         # Not active 31-60 days ago and first seen earlier: back after more than 30 days away.
         resurrected_users_30d=u.count(where=(d30 > 0) & (prior == 0) & (first_rel >= 30)),
         dropped_users_30d=u.count(where=(prior > 0) & (d30 == 0)),
-        wau_slope_num=slope.sum(),
+        wau_slope_num=whole_sum(slope),
         # Distinct (user, core event) pairs of the last 30 days: the adoption numerator.
-        core_user_events_30d=bit_count(u["core_30d"]).sum(),
+        core_user_events_30d=whole_sum(bit_count(u["core_30d"])),
     )
 
 

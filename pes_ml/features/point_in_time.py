@@ -66,43 +66,66 @@ def subscribed_accounts(subscriptions: ir.Table, instant: datetime) -> ir.Table:
     return active.select(ACCOUNT_ID).distinct()
 
 
+SUBSCRIPTION_NUMBER: Final = "subscription_number"
+"""A subscription's rank by the main-subscription order (:func:`numbered_subscriptions`), from 0."""
+MAIN_SUBSCRIPTION: Final = "main_subscription"
+"""The :data:`SUBSCRIPTION_NUMBER` of the main subscription at as_of (:func:`subscription_state`)."""
+_MAIN_ORDER: Final = (MRR, START, BILLING_PERIOD_MONTHS, PLAN, DISCOUNT, AUTO_RENEW, END)
+
+
+def numbered_subscriptions(subscriptions: ir.Table) -> ir.Table:
+    """``subscriptions`` with their :data:`SUBSCRIPTION_NUMBER`: ranked by MRR, then start, then the
+    contract fields (missing values first), so the active subscription with the largest number is
+    the *main* one — the largest MRR, the latest started among equals, and a total order on every
+    engine. Ranked once over the subscriptions, not once per as_of.
+    """
+    order = [ibis.asc(subscriptions[column], nulls_first=True) for column in _MAIN_ORDER]
+    return subscriptions.mutate(**{SUBSCRIPTION_NUMBER: ibis.row_number().over(order_by=order)})
+
+
+def subscription_contracts(subscriptions: ir.Table) -> ir.Table:
+    """The contract fields of each subscription, by :data:`SUBSCRIPTION_NUMBER`
+    (``subscriptions``: :func:`numbered_subscriptions`): what the frame takes from the main one."""
+    return subscriptions.select(
+        SUBSCRIPTION_NUMBER,
+        period_start=subscriptions[START],
+        sub_plan=subscriptions[PLAN],
+        billing_period_months=subscriptions[BILLING_PERIOD_MONTHS],
+        discount=subscriptions[DISCOUNT],
+        auto_renew=subscriptions[AUTO_RENEW].cast("float64"),
+    )
+
+
 def subscription_state(subscriptions: ir.Table, grid: AsOfGrid) -> ir.Table:
-    """Commercial and contract state per (account_number, j) from the subscriptions active at as_of.
+    """Commercial state per (account_number, j) from the subscriptions active at as_of.
 
     MRR and seats are summed over active subscriptions. The contract fields
-    (plan, billing period, discount, auto-renew, period start) come from the
-    *main* subscription: the active one with the largest MRR, the latest started
-    among equals — so a small monthly add-on bought after an annual contract
-    does not hide the annual renewal. One join of the subscriptions started by
-    as_of, then filtered aggregates: active now, active 90 days earlier, first
-    start. ``active_now`` counts the subscriptions active at as_of: the accounts
-    present in subscription mode are the rows where it is positive.
+    (plan, billing period, discount, auto-renew, period start) belong to the
+    *main* subscription, :data:`MAIN_SUBSCRIPTION`: the active one with the largest
+    :data:`SUBSCRIPTION_NUMBER` — the largest MRR, the latest started among equals,
+    so a small monthly add-on bought after an annual contract does not hide the
+    annual renewal. The frame takes its fields from :func:`subscription_contracts`
+    by that number (:mod:`pes_ml.features.assemble`): one aggregate here instead of
+    a per-as_of search for the largest MRR and an ordered pick of each field
+    (12 as_of dates at 10M events: 0.6 s for this part before). One join of the
+    subscriptions started by as_of, then filtered aggregates: active now, active 90
+    days earlier, first start. ``active_now`` counts the subscriptions active at
+    as_of: the accounts present in subscription mode are the rows where it is positive.
 
-    ``subscriptions`` are keyed by :data:`~pes_ml.features.definitions.ACCOUNT_NUMBER`
-    (:func:`~pes_ml.features.definitions.numbered`).
+    ``subscriptions`` are :func:`numbered_subscriptions`, keyed by
+    :data:`~pes_ml.features.definitions.ACCOUNT_NUMBER` (:func:`~pes_ml.features.definitions.numbered`).
     """
     asof = grid.as_of_table()
     started = subscriptions.join(asof, subscriptions[START] <= asof[AS_OF])
-    now = _active_at(started, started[AS_OF])
-    sizes = started.group_by([ACCOUNT_NUMBER, J]).aggregate(_largest=started[MRR].max(where=now))
-    started = started.join(sizes, [ACCOUNT_NUMBER, J])
     now, before = _active_at(started, started[AS_OF]), _active_at(started, started[AS_OF_90D])
-    largest = started["_largest"]
-    # Active with the largest MRR; every active one when no active subscription has an MRR.
-    main = now & ((started[MRR] == largest) | largest.isnull())
-    start = started[START]
     return started.group_by([ACCOUNT_NUMBER, J]).aggregate(
         active_now=started.count(where=now),
         mrr=started[MRR].sum(where=now),
         sub_seats=started[SEATS].sum(where=now),
-        period_start=start.max(where=main),
-        sub_plan=started[PLAN].argmax(start, where=main),
-        billing_period_months=started[BILLING_PERIOD_MONTHS].argmax(start, where=main),
-        discount=started[DISCOUNT].argmax(start, where=main),
-        auto_renew=started[AUTO_RENEW].cast("float64").argmax(start, where=main),
+        **{MAIN_SUBSCRIPTION: started[SUBSCRIPTION_NUMBER].max(where=now)},
         mrr_90d_ago=started[MRR].sum(where=before),
         active_90d_ago=started.count(where=before),
-        first_start=start.min(),
+        first_start=started[START].min(),
     )
 
 

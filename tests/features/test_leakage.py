@@ -198,6 +198,32 @@ def test_contract_fields_come_from_the_largest_active_subscription(duck: Engine)
     assert tied["days_to_renewal"] == (pd.Timestamp("2024-06-20", tz="UTC") - AS_OF).days
 
 
+@pytest.mark.parametrize("engine", ["duckdb", "spark"])
+def test_main_subscription_ranks_missing_mrr_lowest_on_both_engines(
+    engine: str, duckdb_backend: Any, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    backend = duckdb_backend if engine == "duckdb" else request.getfixturevalue("spark_backend")
+    on = Engine(backend, tmp_path)
+    events = make_events([(a, "u", "login", AS_OF - DAY) for a in ("c1", "c2", "c3")])
+    later = pd.Timestamp("2024-05-20", tz="UTC")
+    rows = [
+        # c1: a later add-on with no MRR does not beat the annual contract with one.
+        _subscription(),
+        _subscription(start=later, mrr=None, plan="addon", billing_period_months=1.0),
+        # c2: no active subscription has an MRR: the latest started is the main one.
+        _subscription(account_id="c2", mrr=None),
+        _subscription(account_id="c2", start=later, mrr=None, plan="addon", billing_period_months=1.0),
+        # c3: a larger subscription that ended before as_of is not a candidate.
+        _subscription(account_id="c3", mrr=500.0, plan="big", end=AS_OF - 10 * DAY),
+        _subscription(account_id="c3", start=later, mrr=50.0, plan="small", billing_period_months=1.0),
+    ]
+    features = on.features(events, subscriptions=_subs(rows))
+    assert (row(features, "c1")["plan"], row(features, "c1")["billing_period_months"]) == ("pro", 12.0)
+    assert row(features, "c1")["mrr"] == 100.0  # the missing MRR adds nothing
+    assert (row(features, "c2")["plan"], row(features, "c2")["billing_period_months"]) == ("addon", 1.0)
+    assert (row(features, "c3")["plan"], row(features, "c3")["mrr"]) == ("small", 50.0)
+
+
 # --- property: events at or after as_of never change a feature --------------------------------
 
 ACCOUNTS = st.sampled_from(["a1", "a2", "a3"])
