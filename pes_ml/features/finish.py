@@ -83,24 +83,52 @@ def _instants(series: pd.Series) -> np.ndarray:
     return np.asarray(stamps.dt.tz_localize(None).to_numpy("datetime64[us]", copy=True))
 
 
-def add_months(start: np.ndarray, months: np.ndarray) -> np.ndarray:
-    """Calendar month arithmetic on ``datetime64[us]``: the same day of the month, clamped to the
-    month's end; the time of day kept. NaT where ``start`` is NaT."""
-    day = start.astype("datetime64[D]")
-    time_of_day = start - day.astype("datetime64[us]")
-    month = day.astype("datetime64[M]")
-    day_of_month = (day - month.astype("datetime64[D]")).astype("int64")
-    target = month + np.asarray(months, dtype="int64").astype("timedelta64[M]")
-    first = target.astype("datetime64[D]")
-    length = ((target + 1).astype("datetime64[D]") - first).astype("int64")
-    clamped = np.minimum(day_of_month, length - 1).astype("timedelta64[D]")
-    out = (first + clamped).astype("datetime64[us]") + time_of_day
-    out[np.isnat(start)] = np.datetime64("NaT")
-    return np.asarray(out)
+US_PER_DAY = 86_400_000_000
 
 
-def _months_between(earlier: np.ndarray, later: np.ndarray) -> np.ndarray:
-    return np.asarray(later.astype("datetime64[M]") - earlier.astype("datetime64[M]")).astype("int64")
+def _civil(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Year, month (1-12) and day of the month of day numbers since 1970-01-01 (int64).
+
+    Integer arithmetic of the proleptic Gregorian calendar (H. Hinnant's
+    ``civil_from_days``): a few vectorised integer operations, where numpy's
+    ``datetime64[D]`` to ``[M]`` conversion works out a calendar date per element.
+    """
+    z = days + 719_468
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1_460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = np.where(mp < 10, mp + 3, mp - 9)
+    return yoe + era * 400 + (month <= 2), month, day
+
+
+def _month_start(month_index: np.ndarray) -> np.ndarray:
+    """Day number (since 1970-01-01) of the first day of ``year * 12 + month - 1`` (``days_from_civil``)."""
+    month = month_index % 12 + 1
+    year = month_index // 12 - (month <= 2)
+    era = year // 400
+    yoe = year - era * 400
+    doy = (153 * np.where(month > 2, month - 3, month + 9) + 2) // 5
+    return np.asarray(era * 146_097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719_468)
+
+
+def _month_index(micros: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``year * 12 + month - 1``, the day of the month and the time of day (us) of UTC instants (int64 us)."""
+    days = micros // US_PER_DAY
+    year, month, day = _civil(days)
+    return year * 12 + month - 1, day, micros - days * US_PER_DAY
+
+
+def _same_day_months_later(month_index: np.ndarray, day: np.ndarray, time_of_day: np.ndarray,
+                           months: np.ndarray) -> np.ndarray:
+    """The instant (int64 us) ``months`` calendar months after the given date: the same day of the
+    month, clamped to the month's end; the time of day kept."""
+    target = month_index + months
+    first = _month_start(target)
+    length = _month_start(target + 1) - first
+    return np.asarray((first + np.minimum(day - 1, length - 1)) * US_PER_DAY + time_of_day)
 
 
 def next_renewal(period_start: np.ndarray, billing_months: np.ndarray, as_of: np.ndarray) -> np.ndarray:
@@ -110,21 +138,28 @@ def next_renewal(period_start: np.ndarray, billing_months: np.ndarray, as_of: np
     is NaT where the start is missing or the billing period is under a month.
     Uses only the period start and billing period — never a recorded end date,
     which is cut short when an account churns mid-term and would leak the label.
+    A renewal is the start's day of the month, clamped to the month's end
+    (Jan 31 + 1 month = Feb 29 in a leap year), always counted from the start.
     """
     period = np.round(np.asarray(billing_months, dtype="float64"))
     start, now = np.asarray(period_start), np.asarray(as_of)
     valid = ~np.isnat(start) & ~np.isnat(now) & (period >= 1)
     out = np.full(len(start), np.datetime64("NaT"), dtype="datetime64[us]")
     if valid.any():
-        start, now, step = start[valid], now[valid], period[valid].astype("int64")
+        step = period[valid].astype("int64")
+        month, day, time_of_day = _month_index(start[valid].astype("datetime64[us]").view("int64"))
+        now_us = now[valid].astype("datetime64[us]").view("int64")
+        now_month = _month_index(now_us)[0]
         # k * step reaches as_of's calendar month: k - 1 periods fall in an earlier month,
         # so k is the answer or, when the renewal day is earlier in that month, k + 1.
-        k = np.maximum(1, -(-_months_between(start, now) // step))
-        renewal = add_months(start, k * step)
-        early = renewal < now
+        k = np.maximum(1, -(-(now_month - month) // step))
+        renewal = _same_day_months_later(month, day, time_of_day, k * step)
+        early = renewal < now_us
         if early.any():
-            renewal[early] = add_months(start[early], (k[early] + 1) * step[early])
-        out[valid] = renewal
+            renewal[early] = _same_day_months_later(
+                month[early], day[early], time_of_day[early], (k[early] + 1) * step[early]
+            )
+        out[valid] = renewal.view("datetime64[us]")
     return out
 
 
