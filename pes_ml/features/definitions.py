@@ -59,10 +59,9 @@ from pes_ml.features.inputs import (
     IN_30D,
     MAX_WINDOW_DAYS,
     PACKED_DAYS,
-    PACKED_WEEKS,
     PRIOR_30D,
+    WEEK_BIT,
     WEEKS,
-    WEEKS_BASE,
     A,
     AsOfGrid,
     J,
@@ -90,8 +89,15 @@ def bit_or(value: dt.int64) -> dt.int64:
 
 
 @ibis.udf.scalar.builtin(name="bit_count")  # type: ignore[untyped-decorator]
-def bit_count(value: dt.int64) -> dt.int64:
-    """Number of set bits (``BIT_COUNT`` on DuckDB and Spark SQL)."""
+def _bit_count(value: dt.int64) -> dt.int64:
+    """``BIT_COUNT`` on DuckDB and Spark SQL: an 8-bit integer on DuckDB, 32-bit on Spark."""
+
+
+def bit_count(value: ir.IntegerValue) -> ir.IntegerValue:
+    """Number of set bits, as an int64: DuckDB's own 8-bit result overflowed when the counts of
+    several mask words were added (past 127 event types) or multiplied."""
+    # Built as the operation itself: ``.cast("int64")`` on an Ibis int64 is dropped as a no-op.
+    return ops.Cast(_bit_count(value), to=dt.int64).to_expr()
 
 
 def whole_sum(values: ir.IntegerValue) -> ir.IntegerValue:
@@ -309,14 +315,19 @@ def _digit(packed: ir.IntegerValue, base: int, position: int) -> ir.IntegerValue
     return (packed >> (bits * position)) & (base - 1)
 
 
+_WEEKS_WITH_BIT: Final = tuple(sum(1 << k for k in range(WEEKS) if k >> t & 1) for t in range(4))
+"""Per bit ``t``: the mask of the weeks ``k < 12`` whose number has bit ``t`` set."""
+
+
 def user_aggregates(days: ir.Table, first_days: ir.Table, grid: AsOfGrid) -> ir.Table:
     """User-level window counts per (account_number, j): active users, user-days, power users, growth,
     WAU slope.
 
     ``days`` is :func:`numbered_user_days`: one row per user and active day. One
     grouping per (user, as_of) counts the user's active days in every window with
-    two sums of the packed indicators of
-    :meth:`~pes_ml.features.inputs.AsOfGrid.window_days_table`, unpacked here.
+    one sum of the packed indicators of
+    :meth:`~pes_ml.features.inputs.AsOfGrid.window_days_table`, unpacked here, and
+    collects the weeks the user was active in as one ``BIT_OR`` of their week bits.
 
     ``wau_slope_num`` is the numerator of the least-squares slope of weekly active
     users over 12 weeks: week ``k`` ago (``k = 0..11``) sits at ``x = 11 - k``; with
@@ -327,16 +338,18 @@ def user_aggregates(days: ir.Table, first_days: ir.Table, grid: AsOfGrid) -> ir.
     w = days.join(grid.window_days_table(), DAY)
     per_user = w.group_by([USER_NUMBER, J, A]).aggregate(
         packed_days=whole_sum(w[PACKED_DAYS]),
-        packed_weeks=whole_sum(w[PACKED_WEEKS]),
+        active_weeks=bit_or(w[WEEK_BIT]),
         core_30d=bit_or(w[CORE_MASK] * w[IN_30D]),
     )
     u = per_user.join(first_days, USER_NUMBER)
-    packed, weeks = u["packed_days"], u["packed_weeks"]
+    packed, weeks = u["packed_days"], u["active_weeks"]
     d7, d28, d30, prior = (_digit(packed, DAYS_BASE, i) for i in range(4))
     # Whole days between the user's first day and as_of: < 30 means first seen in the last 30 days.
     first_rel = u[A] - 1 - u[FIRST_DAY]
-    active_weeks = [(_digit(weeks, WEEKS_BASE, k) > 0).cast("int64") for k in range(WEEKS)]
-    slope = sum((WEEKS - 1 - 2 * k) * active for k, active in enumerate(active_weeks))
+    # Σ_k (11 - 2k)·active_k = 11·Σ_k active_k - 2·Σ_k k·active_k, and Σ_k k·active_k adds
+    # 2^t for every active week whose number has bit t: five bit counts instead of twelve digits.
+    k_sum = sum((1 << t) * bit_count(weeks & _WEEKS_WITH_BIT[t]) for t in range(4))
+    slope = (WEEKS - 1) * bit_count(weeks) - 2 * k_sum
     return u.group_by([ACCOUNT_NUMBER, J]).aggregate(
         active_users_7d=u.count(where=d7 > 0),
         active_users_30d=u.count(where=d30 > 0),

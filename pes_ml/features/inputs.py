@@ -68,11 +68,9 @@ PRIOR_30D: Final = "prior_30d"
 WEEKS: Final = 12
 """Weeks of the weekly-active-users slope."""
 PACKED_DAYS: Final = "packed_days"
-PACKED_WEEKS: Final = "packed_weeks"
+WEEK_BIT: Final = "week_bit"
 DAYS_BASE: Final = 64
 """Base of :data:`PACKED_DAYS`: one digit each for the 7, 28, 30 and prior 30 days windows (< 64 days)."""
-WEEKS_BASE: Final = 8
-"""Base of :data:`PACKED_WEEKS`: one digit per week before as_of (< 8 days)."""
 
 AsOfLike: TypeAlias = str | date | datetime | pd.Timestamp
 
@@ -219,9 +217,9 @@ class AsOfGrid:
         For *distinct days* (each day counted at most once), the indicators are also
         packed into two integers, so one ``SUM`` counts the days of every window:
         :data:`PACKED_DAYS` holds ``in_7d + in_28d·64 + in_30d·64² + prior_30d·64³``
-        (a window has fewer than 64 days, so digits never carry) and
-        :data:`PACKED_WEEKS` holds ``8^k`` for week ``k < 12`` (a week has 7 days < 8).
-        Both stay far below 2^53: exact in int64 and in a double.
+        (a window has fewer than 64 days, so digits never carry; far below 2^53, exact
+        in int64 and in a double). :data:`WEEK_BIT` is ``2^k`` for a day of week
+        ``k < 12`` before as_of (0 before that): a ``BIT_OR`` gives the weeks a user was active in.
         """
         rows = [(j, a, a - 1 - rel, rel) for j, a in enumerate(self.days) for rel in range(window)]
         columns = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
@@ -231,23 +229,16 @@ class AsOfGrid:
         days = np.asarray(rel, dtype=np.int64)
         indicators = {IN_7D: days < 7, IN_28D: days < 28, IN_30D: days < 30,
                       PRIOR_30D: (days >= 30) & (days < 60)}
-        for k in range(WEEKS):
-            indicators[week_column(k)] = days // 7 == k
         for name, flags in indicators.items():
             arrays[name] = pa.array(flags.astype(np.int64), pa.int64())
         packed = sum(
             indicators[name].astype(np.int64) * DAYS_BASE**i
             for i, name in enumerate((IN_7D, IN_28D, IN_30D, PRIOR_30D))
         )
-        weeks = np.where(days < 7 * WEEKS, WEEKS_BASE ** np.minimum(days // 7, WEEKS - 1), 0)
+        week_bits = np.where(days < 7 * WEEKS, 1 << np.minimum(days // 7, WEEKS - 1), 0)
         arrays[PACKED_DAYS] = pa.array(np.asarray(packed, dtype=np.int64), pa.int64())
-        arrays[PACKED_WEEKS] = pa.array(weeks.astype(np.int64), pa.int64())
+        arrays[WEEK_BIT] = pa.array(week_bits.astype(np.int64), pa.int64())
         return ibis.memtable(pa.table(arrays))
-
-
-def week_column(k: int) -> str:
-    """Name of the window-grid indicator of the ``k``-th week before as_of (0 = the last 7 days)."""
-    return f"week_{k}"
 
 
 def as_of_grids(as_of_dates: Iterable[AsOfLike]) -> list[AsOfGrid]:

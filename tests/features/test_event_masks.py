@@ -88,3 +88,12 @@ def test_default_core_events_are_those_used_by_most_users_of_present_accounts(du
         config=FeatureConfig(event_types=["login"], n_core_events=3),
     )
     assert features.attrs["core_events"] == ["report", "share", "export"]
+
+
+def test_more_than_127_event_types_in_a_window_are_counted(duck: Engine) -> None:
+    # DuckDB's BIT_COUNT returns an 8-bit integer: the sum over three mask words must not
+    # stay 8-bit (it overflowed past 127 types).
+    events = make_events([("a0", "u0", f"t{k:03d}", AS_OF - DAY * (1 + k % 20)) for k in range(140)])
+    features = duck.features(events, subscriptions=open_subscriptions(["a0"]),
+                             config=FeatureConfig(event_types=["t000"], core_events=["t001"]))
+    assert features.loc[0, "event_types_30d"] == 140

@@ -94,6 +94,26 @@ def test_prior_window_is_half_open(duck: Engine) -> None:
     assert row(features, "p_end")["active_users_trend_30d"] == 1.0
 
 
+def test_wau_slope_is_the_least_squares_slope_of_weekly_active_users(duck: Engine) -> None:
+    # Week k before as_of is [as_of - 7(k+1) days, as_of - 7k days). Two days of one user in one
+    # week count once; an event 12 weeks back or more is outside the 12 weeks.
+    def at(week: int, day: int) -> pd.Timestamp:
+        return AS_OF - (7 * week + day) * DAY - US
+
+    events = make_events([
+        ("a", "u1", "login", at(0, 0)), ("a", "u2", "login", at(0, 3)), ("a", "u2", "login", at(11, 6)),
+        ("a", "u3", "login", at(5, 1)), ("a", "u3", "login", at(5, 2)), ("a", "u4", "login", at(3, 4)),
+        ("a", "u4", "login", at(4, 0)), ("a", "u5", "login", at(12, 0)), ("a", "u1", "login", at(7, 5)),
+    ])
+    wau = np.zeros(12)  # week k ago, from the rows above
+    for week in (0, 0, 11, 5, 3, 4, 7):
+        wau[week] += 1
+    x = 11 - np.arange(12)  # oldest week first on the time axis
+    expected = np.polyfit(x, wau, 1)[0]
+    features = duck.features(events, subscriptions=open_subscriptions(["a"]), config=CONFIG)
+    assert row(features, "a")["wau_slope_12w"] == pytest.approx(expected, rel=1e-12)
+
+
 def test_days_since_last_event_counts_whole_days_before_as_of(duck: Engine) -> None:
     events = make_events([
         ("r0", "u", "login", AS_OF - US),  # last instant: 0 days
