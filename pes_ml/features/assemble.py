@@ -50,17 +50,34 @@ def _is_text(column: pa.ChunkedArray) -> bool:
 
 def _gathered(table: pa.Table, key: str, source: np.ndarray) -> dict[str, Any]:
     """The columns of ``table`` (one row per ``key`` value ``0..n-1``) at the key values ``source``
-    (-1: missing), by row: a small table read at random."""
+    (-1: missing): a small table read at random.
+
+    Numbers and instants are gathered with numpy; text through Arrow, as ``large_string``
+    (the storage of pandas' ``str`` dtype: taken from the small table already cast, the
+    million-row result needs no cast of its own).
+    """
     number = np.asarray(table[key].to_numpy(), dtype=np.int64)
     row_of_key = np.empty(len(number), dtype=np.int64)
     row_of_key[number] = np.arange(len(number))
     missing = source < 0
     rows = row_of_key[np.where(missing, 0, source)] if len(number) else np.zeros_like(source)
-    taken = table.drop_columns([key]).take(pa.array(rows, mask=missing if missing.any() else None))
-    return {
-        name: taken[name].to_pandas() if _is_text(taken[name]) else _values(taken[name])
-        for name in taken.column_names
-    }
+    mask = missing if missing.any() else None
+    columns: dict[str, Any] = {}
+    for name in table.column_names:
+        column = table[name]
+        if name == key:
+            continue
+        if not len(column):  # nothing to take from: every key is missing; take row 0 of one NULL
+            column = pa.chunked_array([pa.nulls(1, column.type)])
+        if _is_text(column):
+            columns[name] = column.cast(pa.large_string()).take(pa.array(rows, mask=mask)).to_pandas()
+            continue
+        values = _values(column)
+        out = values[rows]
+        if mask is not None:
+            out[mask] = np.datetime64("NaT") if out.dtype.kind == "M" else np.nan
+        columns[name] = out
+    return columns
 
 
 def _placed(

@@ -60,3 +60,24 @@ def test_subscription_mode_without_a_subscriptions_table_says_what_to_configure(
     events = make_events([("a", "u", "login", AS_OF - DAY)])
     with pytest.raises(DataContractError, match="labels.mode is 'subscription'.*sources.subscriptions"):
         duck.features(events, mode="subscription")
+
+
+@pytest.mark.parametrize("subscribed", [[], ["with_contract"]], ids=["no subscription rows", "one account"])
+def test_contract_fields_are_missing_where_no_subscription_is_active(
+    duck: Engine, subscribed: list[str]
+) -> None:
+    # Activity mode with a subscriptions table: an account without an active subscription has no
+    # main subscription, so its contract fields are missing and its plan is the account's own.
+    events = make_events([(a, "u", "login", AS_OF - DAY) for a in ("with_contract", "without")])
+    subs = open_subscriptions(subscribed, plan="annual", billing_period_months=12.0) if subscribed else (
+        open_subscriptions(["x"]).iloc[:0]
+    )
+    accounts = pd.DataFrame({"account_id": ["with_contract", "without"], "plan": ["free", "free"]})
+    features = duck.features(events, subscriptions=subs, accounts=accounts, mode="activity")
+    without = row(features, "without")
+    assert pd.isna(without["billing_period_months"])
+    assert pd.isna(without["days_to_renewal"])
+    assert without["plan"] == "free"
+    if subscribed:
+        contract = row(features, "with_contract")
+        assert (contract["plan"], contract["billing_period_months"]) == ("annual", 12.0)
