@@ -70,15 +70,20 @@ def _counts(frame: pd.DataFrame, name: str) -> np.ndarray:
 
 def _day_starts(grid: AsOfGrid, days: np.ndarray) -> np.ndarray:
     """The instants (naive ``datetime64[us]``, UTC) day numbers start at; NaT where NaN."""
-    micros = (days * SECONDS_PER_DAY + grid.offset) * 1e6
-    out = np.full(len(days), np.datetime64("NaT"), dtype="datetime64[us]")
     known = ~np.isnan(days)
-    out[known] = micros[known].astype("int64").astype("datetime64[us]")
-    return out
+    micros = np.where(known, days, 0.0) * (SECONDS_PER_DAY * 1e6) + grid.offset * 1e6
+    out = micros.astype("int64").view("datetime64[us]")
+    out[~known] = np.datetime64("NaT")
+    return np.asarray(out)
 
 
 def _instants(series: pd.Series) -> np.ndarray:
-    """UTC instants as naive ``datetime64[us]`` (NaT where missing): vectorised date arithmetic."""
+    """UTC instants as naive ``datetime64[us]`` (NaT where missing), a copy: vectorised date arithmetic.
+
+    The assembly already gives naive UTC ``datetime64[us]``; other instants are converted.
+    """
+    if series.dtype == np.dtype("datetime64[us]"):
+        return np.array(series.to_numpy(), copy=True)
     stamps = pd.to_datetime(series, utc=True).dt.as_unit("us")
     return np.asarray(stamps.dt.tz_localize(None).to_numpy("datetime64[us]", copy=True))
 
@@ -115,10 +120,20 @@ def _month_start(month_index: np.ndarray) -> np.ndarray:
 
 
 def _month_index(micros: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``year * 12 + month - 1``, the day of the month and the time of day (us) of UTC instants (int64 us)."""
+    """``year * 12 + month - 1``, the day of the month and the time of day (us) of UTC instants (int64 us).
+
+    The calendar is worked out once per day of the span the instants cover and looked up:
+    a training set's million rows fall on a few hundred distinct days.
+    """
     days = micros // US_PER_DAY
+    time_of_day = micros - days * US_PER_DAY
+    first, last = int(days.min()), int(days.max())
+    if last - first < len(days):
+        year, month, day = _civil(np.arange(first, last + 1, dtype=np.int64))
+        at = days - first
+        return (year * 12 + month - 1)[at], day[at], time_of_day
     year, month, day = _civil(days)
-    return year * 12 + month - 1, day, micros - days * US_PER_DAY
+    return year * 12 + month - 1, day, time_of_day
 
 
 def _same_day_months_later(month_index: np.ndarray, day: np.ndarray, time_of_day: np.ndarray,
@@ -126,9 +141,12 @@ def _same_day_months_later(month_index: np.ndarray, day: np.ndarray, time_of_day
     """The instant (int64 us) ``months`` calendar months after the given date: the same day of the
     month, clamped to the month's end; the time of day kept."""
     target = month_index + months
-    first = _month_start(target)
-    length = _month_start(target + 1) - first
-    return np.asarray((first + np.minimum(day - 1, length - 1)) * US_PER_DAY + time_of_day)
+    first = int(target.min())
+    starts = _month_start(np.arange(first, int(target.max()) + 2, dtype=np.int64))  # a few hundred months
+    at = target - first
+    month_start = starts[at]
+    length = starts[at + 1] - month_start
+    return np.asarray((month_start + np.minimum(day - 1, length - 1)) * US_PER_DAY + time_of_day)
 
 
 def next_renewal(period_start: np.ndarray, billing_months: np.ndarray, as_of: np.ndarray) -> np.ndarray:
