@@ -19,6 +19,7 @@ through Arrow.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -153,21 +154,28 @@ def assemble(
     j = keys // n_accounts
     columns: dict[str, Any] = {J: j, A: np.asarray(grid.days, dtype=np.int64)[j]}
     columns.update(_gathered(accounts, ACCOUNT_NUMBER, keys % n_accounts))
-    for zero, parts in ((True, counts), (False, states)):
-        for part in parts:
-            rows = row_of[_keys(part, n_accounts)]
-            present_rows = rows >= 0
-            kept = None if present_rows.all() else present_rows
-            if kept is not None:
-                rows = rows[kept]
-            for name in part.column_names:
-                if name in lookups:  # a row number of a small table: take that table's columns
-                    key = part[name].fill_null(-1).to_numpy().astype(np.int64)
-                    source = np.full(n_rows, -1, dtype=np.int64)
-                    source[rows] = key if kept is None else key[kept]
-                    table = lookups[name]
-                    columns.update(_gathered(table, table.column_names[0], source))
-                elif name not in KEY:
-                    columns[name] = _placed(part[name], rows, kept, n_rows, zero)
-            del part, rows, present_rows, kept  # before the next part is collected
+    # Columns are placed on two threads (numpy lets go of the GIL while it fills and scatters;
+    # the engine waits meanwhile): 12 as_of dates, 1.07M rows: ~0.35 s -> ~0.2 s.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for zero, parts in ((True, counts), (False, states)):
+            for part in parts:
+                rows = row_of[_keys(part, n_accounts)]
+                present_rows = rows >= 0
+                kept = None if present_rows.all() else present_rows
+                if kept is not None:
+                    rows = rows[kept]
+                placed = {
+                    name: pool.submit(_placed, part[name], rows, kept, n_rows, zero)
+                    for name in part.column_names if name not in KEY and name not in lookups
+                }
+                for name in part.column_names:
+                    if name in lookups:  # a row number of a small table: take that table's columns
+                        key = part[name].fill_null(-1).to_numpy().astype(np.int64)
+                        source = np.full(n_rows, -1, dtype=np.int64)
+                        source[rows] = key if kept is None else key[kept]
+                        table = lookups[name]
+                        columns.update(_gathered(table, table.column_names[0], source))
+                    elif name in placed:
+                        columns[name] = placed[name].result()
+                del part, rows, present_rows, kept, placed  # before the next part is collected
     return pd.DataFrame(columns, copy=False)
