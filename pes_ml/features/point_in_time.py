@@ -167,6 +167,18 @@ def _spread(running: ir.Table, grid: AsOfGrid) -> ir.Table:
     return joined.drop(BUCKET, NEXT_BUCKET)
 
 
+def account_first_days(account_days: ir.Table, n_core: int) -> ir.Table:
+    """Each account's first active day and first day with a core event, over all data before the
+    last as_of (``account_days``: :func:`~pes_ml.features.definitions.account_days`).
+
+    One static minimum serves every as_of: the first day before a given as_of is this one when it
+    falls before that as_of, and there is none otherwise (:mod:`pes_ml.features.finish` checks).
+    """
+    day = account_days[DAY]
+    core_day = account_days[DAY].min(where=account_days[CORE_MASK] != 0) if n_core else ibis.null("int64")
+    return account_days.group_by(ACCOUNT_NUMBER).aggregate(first_event_day=day.min(), first_core_day=core_day)
+
+
 def history_aggregates(
     account_days: ir.Table, first_days: ir.Table, n_core: int, grid: AsOfGrid
 ) -> tuple[ir.Table, ir.Table]:
@@ -186,27 +198,25 @@ def history_aggregates(
     Returns
     -------
     tuple of ibis.expr.types.Table
-        Activity history: last_day, last_core_day, first_event_day, first_core_day
-        (day numbers, NULL when none before as_of) and core_events_ever (distinct
-        core events used before as_of); user history: last_new_user_day.
+        Activity history: last_day, last_core_day (day numbers, NULL when none before
+        as_of) and core_events_ever (distinct core events used before as_of); user
+        history: last_new_user_day. The first event and first core event need no
+        history: :func:`account_first_days` once per account.
     """
     null_int = ibis.null("int64")
     days = account_days.mutate(**{BUCKET: _bucket(account_days[DAY], grid)})
     day = days[DAY]
-    per_bucket: dict[str, ir.Value] = {"last_day": day.max(), "first_event_day": day.min()}
+    per_bucket: dict[str, ir.Value] = {"last_day": day.max()}
     if n_core:
         core_day = ibis.ifelse(days[CORE_MASK] != 0, day, null_int)
-        per_bucket.update(last_core_day=core_day.max(), first_core_day=core_day.min(),
-                          core_used=bit_or(days[CORE_MASK]))
+        per_bucket.update(last_core_day=core_day.max(), core_used=bit_or(days[CORE_MASK]))
     buckets = days.group_by([ACCOUNT_NUMBER, BUCKET]).aggregate(**per_bucket)
     if not n_core:
-        buckets = buckets.mutate(last_core_day=null_int, first_core_day=null_int)
+        buckets = buckets.mutate(last_core_day=null_int)
     ever = _so_far()
     running: dict[str, ir.Value] = {
         "last_day": buckets["last_day"].max().over(ever),
         "last_core_day": buckets["last_core_day"].max().over(ever),
-        "first_event_day": buckets["first_event_day"].min().over(ever),
-        "first_core_day": buckets["first_core_day"].min().over(ever),
     }
     # The core events used so far: the running BIT_OR of each bucket's core mask.
     running["core_events_ever"] = (
