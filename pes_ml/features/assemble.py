@@ -154,8 +154,9 @@ def assemble(
     j = keys // n_accounts
     columns: dict[str, Any] = {J: j, A: np.asarray(grid.days, dtype=np.int64)[j]}
     columns.update(_gathered(accounts, ACCOUNT_NUMBER, keys % n_accounts))
-    # Columns are placed on two threads (numpy lets go of the GIL while it fills and scatters;
-    # the engine waits meanwhile): 12 as_of dates, 1.07M rows: ~0.35 s -> ~0.2 s.
+    # Columns are placed on two threads: numpy lets go of the GIL while it fills and scatters, and
+    # the engine waits meanwhile (with the finish's and the PES ranks' threads, 12 as_of dates at
+    # 10M events: ~5.75 -> ~5.4 s).
     with ThreadPoolExecutor(max_workers=2) as pool:
         for zero, parts in ((True, counts), (False, states)):
             for part in parts:

@@ -61,10 +61,14 @@ def add_classic_pes(features: pd.DataFrame, form: Literal["mean", "multiplicativ
         (out["new_users_30d"] + out["resurrected_users_30d"] - out["dropped_users_30d"]).astype("float64")
         / np.maximum(prior, 1).astype("float64")
     )
-    groups = out.groupby(AS_OF, sort=False)
-    # Each rank sorts a million values; pandas lets go of the GIL, so they run side by side.
+
+    def percentile_rank(name: str) -> pd.Series:
+        return out.groupby(AS_OF, sort=False)[name].rank(method="average", pct=True)
+
+    # Each rank sorts a million values and pandas lets go of the GIL, so the three run side by
+    # side (12 as_of at 10M events: 0.20 -> 0.16 s), each with its own grouping of the frame.
     with ThreadPoolExecutor(max_workers=len(COMPONENTS)) as pool:
-        ranks = list(pool.map(lambda name: groups[name].rank(method="average", pct=True), COMPONENTS))
+        ranks = list(pool.map(percentile_rank, COMPONENTS))
     for name, rank in zip(COMPONENTS, ranks, strict=True):
         out[f"{name}_percentile"] = rank * 100.0
     percentiles = out[[f"{name}_percentile" for name in COMPONENTS]]
