@@ -153,12 +153,12 @@ def _grid_features(
             )
             states["subscriptions"] = pit.subscription_state(subscriptions, grid)
             lookups[pit.MAIN_SUBSCRIPTION] = to_arrow(pit.subscription_contracts(subscriptions))
-        accounts = numbers.left_join(pit.account_first_days(account_days, len(core)), ACCOUNT_NUMBER)
-        accounts = accounts.select(~ibis.selectors.endswith("_right"))
+        per_account = [pit.account_first_days(account_days, len(core))]
         if tables.accounts is not None:
-            attributes = pit.account_attributes(d.numbered(tables.accounts, numbers))
-            accounts = accounts.left_join(attributes, ACCOUNT_NUMBER)
-            accounts = accounts.select(~ibis.selectors.endswith("_right"))
+            per_account.append(pit.account_attributes(d.numbered(tables.accounts, numbers)))
+        accounts = numbers
+        for columns in per_account:
+            accounts = accounts.left_join(columns, ACCOUNT_NUMBER).select(~ibis.selectors.endswith("_right"))
         # Presence first; then every other part is collected only when the assembly reaches it,
         # so one part at a time is held beside the frame (12 as_of dates at 10M events: ~0.5 GiB
         # less at the peak than collecting them all first).

@@ -93,11 +93,18 @@ def _bit_count(value: dt.int64) -> dt.int64:
     """``BIT_COUNT`` on DuckDB and Spark SQL: an 8-bit integer on DuckDB, 32-bit on Spark."""
 
 
+def _int64(value: ir.IntegerValue) -> ir.IntegerValue:
+    """``CAST(value AS BIGINT)`` for a value Ibis already types int64 but the engine may not.
+
+    Built as the operation itself: ``.cast("int64")`` on an Ibis int64 is dropped as a no-op.
+    """
+    return ops.Cast(value, to=dt.int64).to_expr()
+
+
 def bit_count(value: ir.IntegerValue) -> ir.IntegerValue:
     """Number of set bits, as an int64: DuckDB's own 8-bit result overflowed when the counts of
     several mask words were added (past 127 event types) or multiplied."""
-    # Built as the operation itself: ``.cast("int64")`` on an Ibis int64 is dropped as a no-op.
-    return ops.Cast(_bit_count(value), to=dt.int64).to_expr()
+    return _int64(_bit_count(value))
 
 
 def whole_sum(values: ir.IntegerValue) -> ir.IntegerValue:
@@ -108,8 +115,7 @@ def whole_sum(values: ir.IntegerValue) -> ir.IntegerValue:
     later shift and comparison 128-bit); Spark's sum of int64 is already int64. The
     sums here count events and days, far below 2**63.
     """
-    # Built as the operation itself: ``.cast("int64")`` on an Ibis int64 is dropped as a no-op.
-    return ops.Cast(values.sum(), to=dt.int64).to_expr()
+    return _int64(values.sum())
 
 
 def mask_column(word: int) -> str:

@@ -215,7 +215,7 @@ class AsOfGrid:
         same number on every engine, without a branch per row.
 
         For *distinct days* (each day counted at most once), the indicators are also
-        packed into two integers, so one ``SUM`` counts the days of every window:
+        packed into one integer, so one ``SUM`` counts the days of every window:
         :data:`PACKED_DAYS` holds ``in_7d + in_28d·64 + in_30d·64² + prior_30d·64³``
         (a window has fewer than 64 days, so digits never carry; far below 2^53, exact
         in int64 and in a double). :data:`WEEK_BIT` is ``2^k`` for a day of week

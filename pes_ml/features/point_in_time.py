@@ -175,7 +175,7 @@ def account_first_days(account_days: ir.Table, n_core: int) -> ir.Table:
     falls before that as_of, and there is none otherwise (:mod:`pes_ml.features.finish` checks).
     """
     day = account_days[DAY]
-    core_day = account_days[DAY].min(where=account_days[CORE_MASK] != 0) if n_core else ibis.null("int64")
+    core_day = day.min(where=account_days[CORE_MASK] != 0) if n_core else ibis.null("int64")
     return account_days.group_by(ACCOUNT_NUMBER).aggregate(first_event_day=day.min(), first_core_day=core_day)
 
 
