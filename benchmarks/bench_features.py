@@ -20,9 +20,10 @@ Usage (from the project root)::
 
 The input is generated with DuckDB SQL (the simulator is slower at this size): sessions of
 ~6 events by one user on one day, 30 event types with a skewed mix, 1-8 users per account,
-180 days, one subscription per account. Events are sorted by (account_id, timestamp), the
-order of the clean table ingest writes, which the feature stage always reads. It is written
-once to ``--data`` (default: ``benchmarks/out/``, git-ignored) and reused.
+180 days, one subscription per account. Events are sorted by (account_id, timestamp) and written
+with ingest's codec and DuckDB's default row groups: the layout of the clean table ingest writes,
+which the feature stage always reads. It is written once to ``--data`` (default:
+``benchmarks/out/``, git-ignored) and reused.
 """
 
 from __future__ import annotations
@@ -50,14 +51,17 @@ MONTHLY = [f"2024-{m:02d}-01" for m in range(4, 13)] + [f"2025-{m:02d}-01" for m
 
 
 def data_folder(n_events: int, n_accounts: int, days: int = DAYS) -> Path:
-    """The default folder of the generated input (v3: clean-table order, churn fades activity, expansions)."""
+    """The default folder of the generated input (v4: clean-table order and codec, churn fades activity,
+    expansions)."""
     span = "" if days == DAYS else f"_{days}d"
-    return ROOT / "benchmarks" / "out" / f"features_{n_events}_{n_accounts}{span}_v3"
+    return ROOT / "benchmarks" / "out" / f"features_{n_events}_{n_accounts}{span}_v4"
 
 
 def generate(folder: Path, n_events: int, n_accounts: int, days: int = DAYS) -> dict[str, Path]:
     """Write events, subscriptions and accounts Parquet files (skipped when present)."""
     import duckdb
+
+    from pes_ml.ingest.quarantine import COMPRESSION
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {name: folder / f"{name}.parquet" for name in ("events", "subscriptions", "accounts")}
@@ -97,7 +101,7 @@ def generate(folder: Path, n_events: int, n_accounts: int, days: int = DAYS) -> 
              OR (timestamp < churn_end
                  AND NOT (timestamp >= churn_end - INTERVAL 45 DAY AND hash(i, 15) % 10 < 6))
           ORDER BY account_id, timestamp
-        ) TO '{paths["events"]}' (FORMAT parquet, ROW_GROUP_SIZE 1000000)
+        ) TO '{paths["events"]}' (FORMAT parquet, COMPRESSION {COMPRESSION})
     """)
     con.execute(f"""
         COPY (
@@ -118,7 +122,7 @@ def generate(folder: Path, n_events: int, n_accounts: int, days: int = DAYS) -> 
                  CASE hash(a, 11) % 3 WHEN 0 THEN 'starter' WHEN 1 THEN 'team' ELSE 'business' END, 1.0, 0.0
           FROM range({n_accounts}) t(a)
           WHERE hash(a, 16) % 12 = 0 AND hash(a, 8) % 10 <> 0
-        ) TO '{paths["subscriptions"]}' (FORMAT parquet)
+        ) TO '{paths["subscriptions"]}' (FORMAT parquet, COMPRESSION {COMPRESSION})
     """)
     con.execute(f"""
         COPY (
@@ -127,7 +131,7 @@ def generate(folder: Path, n_events: int, n_accounts: int, days: int = DAYS) -> 
                  CASE hash(a, 14) % 3 WHEN 0 THEN 'smb' WHEN 1 THEN 'mid_market'
                       ELSE 'enterprise' END AS segment
           FROM range({n_accounts}) t(a)
-        ) TO '{paths["accounts"]}' (FORMAT parquet)
+        ) TO '{paths["accounts"]}' (FORMAT parquet, COMPRESSION {COMPRESSION})
     """)
     return paths
 

@@ -13,7 +13,7 @@ and ``days_ago`` is the number of whole days before as_of, 0 for the last 24 hou
 Agreement check with pes_ml (from the project root)::
 
     .venv/bin/python benchmarks/pandas_baseline.py --check \
-        --data benchmarks/out/features_1000000_10000_v3 --as-of 2024-06-29
+        --data benchmarks/out/features_1000000_10000_v4 --as-of 2024-06-29
 """
 
 from __future__ import annotations

@@ -31,9 +31,9 @@ one as_of; account_id, as_of (tz-naive UTC midnight) + features for several.
 Usage::
 
     benchmarks/.venv-featuretools/bin/python benchmarks/featuretools/dfs_baseline.py \
-        --data benchmarks/out/features_1000000_10000 --as-of 2024-06-29
+        --data benchmarks/out/features_1000000_10000_v4 --as-of 2024-06-29
     benchmarks/.venv-featuretools/bin/python benchmarks/featuretools/dfs_baseline.py \
-        --data benchmarks/out/features_1000000_10000 --as-of 2024-03-01,2024-04-01,2024-05-01
+        --data benchmarks/out/features_1000000_10000_v4 --as-of 2024-03-01,2024-04-01,2024-05-01
 """
 
 from __future__ import annotations

@@ -12,15 +12,27 @@ import logging
 import os
 from pathlib import Path
 
+from typing import Final
+
 import duckdb
 
 from pes_ml.ingest.readers import sql_string
 
 logger = logging.getLogger(__name__)
 
+COMPRESSION: Final = "lz4"
+"""Parquet codec of the tables ingest writes (LZ4_RAW, read by DuckDB, Arrow and Spark alike).
+
+The clean events are read again by every feature build, so the codec is chosen for
+decoding speed over size. At 10M events (the feature benchmark's log), against zstd:
+files 1.5x larger (82 MB against 54 MB), a full read 0.10-0.12 s against 0.15-0.18 s,
+the feature build at one as_of 0.17 s (0.4 CPU-s) faster (median of 8 alternating
+pairs), and the sorted write 1.6-1.7 s against 1.8-2.0 s.
+"""
+
 
 def copy_parquet(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> int:
-    """Stream ``query`` into a Parquet file (zstd) and return its row count.
+    """Stream ``query`` into a Parquet file (:data:`COMPRESSION`) and return its row count.
 
     Parameters
     ----------
@@ -37,7 +49,7 @@ def copy_parquet(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> int:
         Rows written, read back from the Parquet metadata.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    con.execute(f"COPY ({query}) TO {sql_string(str(path))} (FORMAT parquet, COMPRESSION zstd)")
+    con.execute(f"COPY ({query}) TO {sql_string(str(path))} (FORMAT parquet, COMPRESSION {COMPRESSION})")
     return parquet_rows(con, path)
 
 

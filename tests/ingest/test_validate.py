@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from pes_ml.ingest import Reconciliation, clean_paths, ingest, quarantine_paths, reconciliation_path
@@ -105,6 +106,24 @@ def test_reconciliation_is_written_as_json_and_reads_back(bad_events: Path, make
     work = Path(config.work_dir)
     assert not (work / ".staging").exists()
     assert sorted(p.name for p in (work / "clean").iterdir()) == ["events.parquet", "reconciliation.json"]
+
+
+def test_clean_and_quarantine_tables_are_written_with_the_fast_decoding_codec(
+    bad_events: Path, make_config: MakeConfig
+) -> None:
+    # Every feature build reads the clean events again: they are LZ4 (pes_ml.ingest.quarantine.COMPRESSION),
+    # not zstd, and Spark and Arrow read them as DuckDB wrote them.
+    config = make_config(events={"path": str(bad_events)})
+    ingest(config)
+    for path in (clean_paths(config)["events"], quarantine_paths(config)["events"]):
+        metadata = pq.ParquetFile(path).metadata
+        codecs = {
+            metadata.row_group(g).column(c).compression
+            for g in range(metadata.num_row_groups)
+            for c in range(metadata.num_columns)
+        }
+        assert codecs == {"LZ4"}, (path.name, codecs)
+    assert len(read_clean(config)) == 4  # rows 1, 16, 17 and 18 (see BAD_EVENTS)
 
 
 def test_negative_values_are_kept_when_allowed(bad_events: Path, make_config: MakeConfig) -> None:
