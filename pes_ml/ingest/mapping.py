@@ -105,9 +105,17 @@ as missing (found by the ingest fuzz test)."""
 
 
 def _text(expr: str, duck_type: str) -> str:
-    """A text column trimmed of :data:`_SPACE_CHARACTERS` at both ends; NULL when nothing is left."""
+    """A text column trimmed of :data:`_SPACE_CHARACTERS` at both ends; NULL when nothing is left.
+
+    Only a value whose first or last character is one of them (or an empty one) goes through
+    ``trim``: DuckDB's ``trim`` with a list of characters cost 4.2 s per 10M values, the check of
+    both ends 0.35 s, and most values have nothing to trim. ``left``/``right`` count code points,
+    as ``trim`` does, so the result is the same for every value.
+    """
     value = expr if duck_type == "VARCHAR" else f"CAST({expr} AS VARCHAR)"
-    return f"NULLIF(trim({value}, {sql_string(_SPACE_CHARACTERS)}), '')"
+    spaces = sql_string(_SPACE_CHARACTERS)
+    ends_in_space = f"contains({spaces}, left({value}, 1)) OR contains({spaces}, right({value}, 1))"
+    return f"NULLIF(CASE WHEN {ends_in_space} THEN trim({value}, {spaces}) ELSE {value} END, '')"
 
 
 def _null_tokens(text: str, tokens: tuple[str, ...]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pandas as pd
@@ -286,3 +287,31 @@ def test_text_is_trimmed_of_every_kind_of_whitespace_so_blank_ids_are_quarantine
     assert list(clean["account_id"]) == ["a", "b\u3000c"]  # inner whitespace is kept
     assert list(clean["event"]) == ["login", "login"]
     assert recon.by_reason("events") == {"missing account_id": 2}
+
+
+def test_trimmed_ids_equal_python_strip_for_every_mix_of_spaces_and_text(
+    tmp_path: Path, make_config: MakeConfig
+) -> None:
+    # Ingest trims only values that start or end with a space character (a fast path around
+    # DuckDB's trim): the result must still be Python's str.strip() for every value, including
+    # a combining mark right after a space, spaces inside, and values of spaces only.
+    alphabet = [" ", "\t", "\n", "\x85", "\xa0", "\u2003", "\u3000", "a", "Z", "\u0301", "\u00e9", "-"]
+    rng = random.Random(5)
+    ids = ["", " ", "a", " \u0301x", "x\u0301 ", "\u00e9\u3000", "a b"]
+    ids += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6))) for _ in range(600)]
+    path = tmp_path / "events.parquet"
+    pq.write_table(
+        pa.table({
+            "account_id": ids,
+            "event": ["login"] * len(ids),
+            "timestamp": pa.array([pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(seconds=i)
+                                   for i in range(len(ids))]),
+        }),
+        path,
+    )
+    config = make_config(events={"path": str(path)})
+    recon = ingest(config)
+    expected = [(i, v.strip()) for i, v in enumerate(ids) if v.strip()]
+    clean = read_clean(config).sort_values("timestamp")
+    assert list(clean["account_id"]) == [v for _, v in expected]
+    assert recon.by_reason("events") == {"missing account_id": len(ids) - len(expected)}
