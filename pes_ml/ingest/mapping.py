@@ -63,7 +63,7 @@ class Column:
 class MappedSource:
     """A source mapped onto the contract, ready for validation.
 
-    ``from_sql`` numbers the source rows (``__pes_source_row``, 1-based, in read
+    ``from_sql`` numbers the source rows (:data:`~pes_ml.ingest.readers.SOURCE_ROW_NUMBER`, 1-based, in read
     order) before any join, so a join that multiplied rows would show up as
     ``read != staged rows``.
     """
@@ -296,10 +296,7 @@ def map_source(
     _check_keys(table, config_key, source)
     main = open_source(con, ReaderSpec.from_source(source, config_key), f"raw_{table}")
     found = list(main.columns)
-    con.execute(
-        f"CREATE OR REPLACE TEMP VIEW {ident('src_' + table)} AS "
-        f"SELECT row_number() OVER () AS __pes_source_row, * FROM {ident(main.view)}"
-    )
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {ident('src_' + table)} AS {main.numbered}")
     available: dict[str, tuple[str, str]] = {c: (f"s.{ident(c)}", t) for c, t in main.columns.items()}
     raw_columns = [(c, f"s.{ident(c)}") for c in found]
     from_sql = f"{ident('src_' + table)} AS s"

@@ -76,6 +76,13 @@ class SourceView:
     files: tuple[str, ...]
     columns: dict[str, str]
     duplicate_columns: tuple[str, ...] = ()
+    numbered: str = ""
+    """SELECT of every row with its 1-based number in read order (:data:`SOURCE_ROW_NUMBER`), then the
+    view's columns (:func:`_numbered_sql`)."""
+
+
+SOURCE_ROW_NUMBER = "__pes_source_row"
+"""The column of :attr:`SourceView.numbered` that numbers the source rows from 1, in read order."""
 
 
 def sql_string(value: str) -> str:
@@ -230,11 +237,37 @@ def _delimiter(configured: str) -> str:
     return "\t" if configured in ("\\t", "tab") else configured
 
 
+def _parquet_sql(files: list[str]) -> str:
+    return f"read_parquet({_path_list(files)}, union_by_name=true)"
+
+
+def _numbered_sql(con: duckdb.DuckDBPyConnection, fmt: str, files: list[str], view: str) -> str:
+    """SELECT of the source's rows numbered from 1 in read order (files in list order), then its columns.
+
+    Parquet rows are numbered from the reader's ``file_index`` and ``file_row_number`` and
+    each file's row count in its footer, in parallel. Other formats use ``row_number() OVER ()``,
+    which DuckDB runs on one thread: on 10M Parquet events it made the read-and-check step
+    9.2 s instead of 5.4 s.
+    """
+    if fmt != "parquet":
+        return f"SELECT row_number() OVER () AS {SOURCE_ROW_NUMBER}, * FROM {ident(view)}"
+    footers = f"SELECT file_name, num_rows FROM parquet_file_metadata({_path_list(files)})"
+    rows = dict(con.execute(footers).fetchall())
+    offsets, total = [], 0
+    for file in files:
+        offsets.append(total)
+        total += int(rows[file])
+    before = "0"  # rows in the files read before this one
+    if len(files) > 1:
+        before = f"CAST([{', '.join(map(str, offsets))}] AS BIGINT[])[CAST(file_index AS BIGINT) + 1]"
+    return f"SELECT {before} + file_row_number + 1 AS {SOURCE_ROW_NUMBER}, * FROM {_parquet_sql(files)}"
+
+
 def _reader_sql(
     con: duckdb.DuckDBPyConnection, spec: ReaderSpec, fmt: str, files: list[str], view: str
 ) -> str:
     if fmt == "parquet":
-        return f"SELECT * FROM read_parquet({_path_list(files)}, union_by_name=true)"
+        return f"SELECT * FROM {_parquet_sql(files)}"
     if fmt == "csv":
         if spec.delimiter is not None and spec.delimiter in _WHITESPACE_ALIASES:
             return _whitespace_sql(spec, files)
@@ -353,8 +386,11 @@ def open_source(con: duckdb.DuckDBPyConnection, spec: ReaderSpec, view: str) -> 
     logger.debug(
         "%s: %s read as %s from %d file(s): %s", spec.config_key, spec.path, fmt, len(files), columns
     )
+    with reading(spec, fmt):
+        numbered = _numbered_sql(con, fmt, files, view)
     return SourceView(
-        view=view, spec=spec, format=fmt, files=tuple(files), columns=columns, duplicate_columns=duplicates
+        view=view, spec=spec, format=fmt, files=tuple(files), columns=columns, duplicate_columns=duplicates,
+        numbered=numbered,
     )
 
 

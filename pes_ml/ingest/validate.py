@@ -43,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 from pes_ml.config import PesConfig, SourceConfig
 from pes_ml.errors import ConfigError
 from pes_ml.ingest.mapping import MappedSource
-from pes_ml.ingest.readers import ident
+from pes_ml.ingest.readers import SOURCE_ROW_NUMBER, ident
 from pes_ml.schemas import (
     ACCOUNT_ID,
     AUTO_RENEW,
@@ -208,7 +208,7 @@ def staging_sql(mapped: MappedSource, checks: list[Check]) -> str:
     Raw columns (``__raw_<i>``) are filled only for rows with a reason, so the
     staging file stays small; valid rows carry only their typed columns.
     """
-    typed = [f"s.__pes_source_row AS {ident('__source_row')}"]
+    typed = [f"s.{SOURCE_ROW_NUMBER} AS {ident('__source_row')}"]
     for name, col in mapped.columns.items():
         typed.append(f"{col.typed} AS {_t(name)}")
         typed.append(f"{col.present or 'NULL'} AS {_p(name)}")

@@ -13,7 +13,7 @@ import pytest
 from pes_ml.errors import DataContractError
 from pes_ml.ingest import ingest
 
-from .conftest import MakeConfig, read_clean, write_text
+from .conftest import MakeConfig, read_clean, read_quarantine, write_text
 
 ROWS = [
     # account_id, event, timestamp (naive -> UTC), value
@@ -68,6 +68,36 @@ def test_reads_parquet_glob(tmp_path: Path, make_config: MakeConfig) -> None:
     frame().iloc[1:].to_parquet(tmp_path / "events_2.parquet")
     frame().to_parquet(tmp_path / "other.parquet")  # not matched by the glob
     assert_three_events(make_config(events={"path": str(tmp_path / "events_*.parquet")}))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_source_rows_count_across_the_files_of_a_folder_in_read_order(
+    tmp_path: Path, make_config: MakeConfig, fmt: str
+) -> None:
+    # Three parts of 3, 2 and 4 rows; a row without an account in each: rows 2, 1 and 4 of their
+    # files, so rows 2, 3 + 1 = 4 and 3 + 2 + 4 = 9 of the source. Parquet numbers them from the
+    # files' footers, CSV with a row number over the whole read: both must give the same numbers.
+    parts = [
+        [("a1", "2024-03-01 09:00:00"), ("", "2024-03-01 10:00:00"), ("a2", "2024-03-01 11:00:00")],
+        [("", "2024-03-02 09:00:00"), ("a3", "2024-03-02 10:00:00")],
+        [("a4", "2024-03-03 09:00:00"), ("a5", "2024-03-03 10:00:00"), ("a6", "2024-03-03 11:00:00"),
+         ("", "2024-03-03 12:00:00")],
+    ]
+    folder = tmp_path / "events"
+    folder.mkdir()
+    for i, rows in enumerate(parts):
+        part = pd.DataFrame({"account_id": [r[0] for r in rows], "event": "login",
+                             "timestamp": pd.to_datetime([r[1] for r in rows])})
+        if fmt == "parquet":
+            part.to_parquet(folder / f"part-{i}.parquet")
+        else:
+            part.to_csv(folder / f"part-{i}.csv", index=False)
+    config = make_config(events={"path": str(folder)})
+    recon = ingest(config)
+    quarantine = read_quarantine(config)
+    assert recon.table("events").read == 9
+    assert sorted(quarantine["source_row"]) == [2, 4, 9]
+    assert sorted(read_clean(config)["account_id"]) == ["a1", "a2", "a3", "a4", "a5", "a6"]
 
 
 def test_reads_csv(tmp_path: Path, make_config: MakeConfig) -> None:
