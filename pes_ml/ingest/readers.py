@@ -75,10 +75,10 @@ class SourceView:
     format: str
     files: tuple[str, ...]
     columns: dict[str, str]
-    duplicate_columns: tuple[str, ...] = ()
-    numbered: str = ""
+    numbered: str
     """SELECT of every row with its 1-based number in read order (:data:`SOURCE_ROW_NUMBER`), then the
     view's columns (:func:`_numbered_sql`)."""
+    duplicate_columns: tuple[str, ...] = ()
 
 
 SOURCE_ROW_NUMBER = "__pes_source_row"
