@@ -21,6 +21,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 
 import duckdb
@@ -251,14 +252,11 @@ def _numbered_sql(con: duckdb.DuckDBPyConnection, fmt: str, files: list[str], vi
     """
     if fmt != "parquet":
         return f"SELECT row_number() OVER () AS {SOURCE_ROW_NUMBER}, * FROM {ident(view)}"
-    footers = f"SELECT file_name, num_rows FROM parquet_file_metadata({_path_list(files)})"
-    rows = dict(con.execute(footers).fetchall())
-    offsets, total = [], 0
-    for file in files:
-        offsets.append(total)
-        total += int(rows[file])
     before = "0"  # rows in the files read before this one
-    if len(files) > 1:
+    if len(files) > 1:  # one file (a local or remote path) needs no footer read
+        footers = f"SELECT file_name, num_rows FROM parquet_file_metadata({_path_list(files)})"
+        rows = dict(con.execute(footers).fetchall())
+        offsets = accumulate((int(rows[file]) for file in files[:-1]), initial=0)
         before = f"CAST([{', '.join(map(str, offsets))}] AS BIGINT[])[CAST(file_index AS BIGINT) + 1]"
     return f"SELECT {before} + file_row_number + 1 AS {SOURCE_ROW_NUMBER}, * FROM {_parquet_sql(files)}"
 
