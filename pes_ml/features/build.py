@@ -139,11 +139,13 @@ def _grid_features(
         numbered_days = stack.enter_context(
             materialized(d.numbered_user_days(user_days, first_days, core, names))
         )
+        max_users = int(to_arrow(d.most_users(first_days))["users"][0].as_py())
+        max_events = int(to_arrow(d.busiest_day(account_days))["events"][0].as_py())
         activity, new_users = pit.history_aggregates(account_days, first_days, len(core), grid)
         windows = [
-            d.recent_event_aggregates(account_days, grid, len(event_types), len(core)),
-            d.quarter_event_aggregates(account_days, grid),
-            d.user_aggregates(numbered_days, first_days, grid),
+            d.recent_event_aggregates(account_days, grid, len(event_types), len(core), max_events),
+            d.quarter_event_aggregates(account_days, grid, max_events),
+            d.user_aggregates(numbered_days, first_days, grid, max_users, len(core)),
         ]
         states = {"activity": activity, "new_users": new_users}
         lookups = {}
