@@ -160,11 +160,11 @@ def _next_bucket(buckets: ir.Table, grid: AsOfGrid) -> ir.Value:
     return buckets[BUCKET].lead().over(following).fill_null(len(grid.days)).name(NEXT_BUCKET)
 
 
-def _spread(running: ir.Table, grid: AsOfGrid) -> ir.Table:
-    """Each (account, bucket) row to every as_of j it stands for: ``bucket <= j < next bucket``."""
-    asof = grid.as_of_table().select(J)
-    joined = running.join(asof, (asof[J] >= running[BUCKET]) & (asof[J] < running[NEXT_BUCKET]))
-    return joined.drop(BUCKET, NEXT_BUCKET)
+def _spread(running: ir.Table) -> ir.Table:
+    """Each (account, bucket) row to every as_of j it stands for: ``bucket <= j < next bucket``,
+    one row per j of that range (an unnested integer range: no range join)."""
+    spread = running.mutate(**{J: ibis.range(running[BUCKET], running[NEXT_BUCKET]).unnest()})
+    return spread.drop(BUCKET, NEXT_BUCKET)
 
 
 def account_first_days(account_days: ir.Table, n_core: int) -> ir.Table:
@@ -222,12 +222,10 @@ def history_aggregates(
     running["core_events_ever"] = (
         bit_count(bit_or(buckets["core_used"]).over(ever)) if n_core else ibis.literal(0, type="int64")
     )
-    activity = _spread(buckets.select(ACCOUNT_NUMBER, BUCKET, _next_bucket(buckets, grid), **running), grid)
+    activity = _spread(buckets.select(ACCOUNT_NUMBER, BUCKET, _next_bucket(buckets, grid), **running))
 
     users = first_days.mutate(**{BUCKET: _bucket(first_days[FIRST_DAY], grid)})
     users = users.group_by([ACCOUNT_NUMBER, BUCKET]).aggregate(last_new_user_day=users[FIRST_DAY].max())
     last_new = users["last_new_user_day"].max().over(_so_far())
-    users = _spread(
-        users.select(ACCOUNT_NUMBER, BUCKET, _next_bucket(users, grid), last_new_user_day=last_new), grid
-    )
-    return activity, users
+    users = users.select(ACCOUNT_NUMBER, BUCKET, _next_bucket(users, grid), last_new_user_day=last_new)
+    return activity, _spread(users)
