@@ -37,7 +37,10 @@ integer :data:`ACCOUNT_NUMBER` (its rank in ``account_id`` order,
 them, users through :func:`user_first_days`, subscriptions and accounts by a join
 of their small tables), and :mod:`pes_ml.features.assemble` lays the parts side
 by side by position instead of joining them on strings. Ratios are taken by
-:mod:`pes_ml.features.finish`, once, for both engines.
+:mod:`pes_ml.features.finish`, once, for both engines. The window counts of one
+(account, as_of) are summed several to an int64 (:class:`PackedSums`, with bounds
+read off the data), since a grouping over a million pairs pays for each aggregate
+it keeps.
 """
 
 from __future__ import annotations
