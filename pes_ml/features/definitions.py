@@ -301,17 +301,13 @@ def recent_event_aggregates(
     bounds = {"events_7d": 7 * max_events, "events_30d": 30 * max_events, "active_days_30d": 30}
     for i in range(n_types):
         values[type_column(i)], bounds[type_column(i)] = w[type_column(i)], 30 * max_events
-    packing = PackedSums.layout(bounds)
-    metrics: dict[str, ir.Value] = {**packing.sums(values), "value_sum_30d": w[VALUE_SUM].sum()}
     types = [bit_count(bit_or(w[word])) for word in masks_of(days)]
-    metrics["event_types_30d"] = sum(types[1:], types[0])
+    others: dict[str, ir.Value] = {
+        "value_sum_30d": w[VALUE_SUM].sum(), "event_types_30d": sum(types[1:], types[0]),
+    }
     if n_core:
-        metrics["core_events_used_30d"] = bit_count(bit_or(w[CORE_MASK]))
-    sums = w.group_by([ACCOUNT_NUMBER, J]).aggregate(**metrics)
-    columns = {**packing.unpacked(sums), **{name: sums[name] for name in metrics if name in sums.columns}}
-    order = ["events_7d", "events_30d", "value_sum_30d", "active_days_30d", "event_types_30d",
-             *(type_column(i) for i in range(n_types)), *(["core_events_used_30d"] if n_core else [])]
-    return sums.select(ACCOUNT_NUMBER, J, **{name: columns[name] for name in order})
+        others["core_events_used_30d"] = bit_count(bit_or(w[CORE_MASK]))
+    return PackedSums.layout(bounds).aggregate(w, [ACCOUNT_NUMBER, J], values, **others)
 
 
 def quarter_event_aggregates(days: ir.Table, grid: AsOfGrid, max_events: int) -> ir.Table:
@@ -327,12 +323,7 @@ def quarter_event_aggregates(days: ir.Table, grid: AsOfGrid, max_events: int) ->
         {"events_90d": 90 * max_events, "events_prior_30d": 30 * max_events, "active_days_prior_30d": 30}
     )
     values = {"events_90d": n, "events_prior_30d": n * prior, "active_days_prior_30d": prior}
-    sums = w.group_by([ACCOUNT_NUMBER, J]).aggregate(**packing.sums(values), value_sum_90d=w[VALUE_SUM].sum())
-    counts = packing.unpacked(sums)
-    return sums.select(
-        ACCOUNT_NUMBER, J, events_90d=counts["events_90d"], events_prior_30d=counts["events_prior_30d"],
-        value_sum_90d=sums["value_sum_90d"], active_days_prior_30d=counts["active_days_prior_30d"],
-    )
+    return packing.aggregate(w, [ACCOUNT_NUMBER, J], values, value_sum_90d=w[VALUE_SUM].sum())
 
 
 def _digit(packed: ir.IntegerValue, base: int, position: int) -> ir.IntegerValue:
@@ -405,6 +396,14 @@ class PackedSums:
             for name, word, shift, width in self.fields
         }
 
+    def aggregate(
+        self, table: ir.Table, by: list[str], values: dict[str, ir.IntegerValue], **others: ir.Value
+    ) -> ir.Table:
+        """``table`` grouped ``by``: each field's sum of ``values`` (packed, then unpacked) and the
+        ``others`` aggregates, one column each."""
+        sums = table.group_by(by).aggregate(**self.sums(values), **others)
+        return sums.select(*by, **self.unpacked(sums), **{name: sums[name] for name in others})
+
 
 def most_users(first_days: ir.Table) -> ir.Table:
     """One row, ``users``: the largest number of users of one account
@@ -472,9 +471,7 @@ def user_aggregates(
     values.update(user_days_7d=d7, user_days_30d=d30, core_user_events_30d=bit_count(u["core_30d"]))
     bounds.update(user_days_7d=7 * max_users, user_days_30d=30 * max_users,
                   core_user_events_30d=n_core * max_users)
-    packing = PackedSums.layout(bounds)
-    sums = u.group_by([ACCOUNT_NUMBER, J]).aggregate(**packing.sums(values), wau_slope_num=whole_sum(slope))
-    return sums.select(ACCOUNT_NUMBER, J, **packing.unpacked(sums), wau_slope_num=sums["wau_slope_num"])
+    return PackedSums.layout(bounds).aggregate(u, [ACCOUNT_NUMBER, J], values, wau_slope_num=whole_sum(slope))
 
 
 def event_counts(events: ir.Table, grid: AsOfGrid) -> ir.Table:

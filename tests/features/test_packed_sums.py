@@ -49,8 +49,9 @@ def test_sums_at_their_bounds_unpack_exactly(duckdb_backend: Any) -> None:
     bounds = {"a": TOP, "b": TOP, "c": TOP, "d": 5}
     table = ibis.memtable(pd.DataFrame(rows))
     packing = PackedSums.layout(bounds)
-    sums = table.group_by("g").aggregate(**packing.sums({name: table[name] for name in bounds}))
-    unpacked = sums.select("g", **packing.unpacked(sums)).order_by("g")
+    values = {name: table[name] for name in bounds}
+    unpacked = packing.aggregate(table, ["g"], values).order_by("g")
+    sums = table.group_by("g").aggregate(**packing.sums(values))
     result = duckdb_backend.to_pyarrow(unpacked).to_pandas()
     expected = pd.DataFrame(rows).groupby("g", as_index=False)[list(bounds)].sum()
     assert result.to_dict("records") == expected.to_dict("records")
