@@ -138,6 +138,16 @@ class FeatureConfig(_Frozen):
     )
     pes_form: Literal["mean", "multiplicative"] = "mean"
 
+    @field_validator("core_events", "event_types")
+    @classmethod
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
+        """Each event named once: a repeated name would be counted twice (core events) or get two columns."""
+        if value is not None:
+            repeated = sorted({name for name in value if value.count(name) > 1})
+            if repeated:
+                raise ValueError(f"{repeated} listed more than once; list each event once")
+        return value
+
 
 class LabelConfig(_Frozen):
     """How churn, expansion and conversion are defined over ``[as_of, as_of + horizon)``."""

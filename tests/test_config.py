@@ -27,3 +27,15 @@ def test_more_core_events_than_mask_bits_is_a_config_error_naming_the_key() -> N
     raw["features"] = {"core_events": [f"e{i}" for i in range(63)]}
     with pytest.raises(ConfigError, match=r"features\.core_events"):
         parse_config(raw, source="pes.yaml")
+
+
+@pytest.mark.parametrize("key", ["core_events", "event_types"])
+def test_an_event_listed_twice_is_a_config_error_naming_the_key_and_the_event(key: str) -> None:
+    raw: dict[str, object] = {
+        "sources": {"events": {"path": "e.parquet"}},
+        "features": {key: ["login", "export", "login"]},
+    }
+    with pytest.raises(ConfigError, match=rf"features\.{key}.*\['login'\] listed more than once"):
+        parse_config(raw, source="pes.yaml")
+    raw["features"] = {key: ["login", "export"]}
+    assert getattr(parse_config(raw).features, key) == ["login", "export"]
