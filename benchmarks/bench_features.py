@@ -8,7 +8,9 @@ Prints, for each measurement, its figure and its ratio against the baseline meas
 - a straightforward pandas groupby implementation of the same full catalog (every column of
   the FeatureFrame, ``benchmarks/pandas_baseline.py``) at one as_of, reading the Parquet input
   included (goal: DuckDB >= 3x faster);
-- Spark local[*], full catalog, one as_of (for the record; one run).
+- Spark local[*], full catalog, one as_of (for the record; one run);
+- with ``--weekly N``: N weekly as_of dates on the 450-day log (a training set with weekly
+  snapshots), for the record: time, peak RSS and the frame's own size, against one as_of.
 
 Each figure is the median of ``--repeat`` runs (default 3), each in a fresh process: on a shared
 or virtual machine single runs differ by 25% and more. The one- and twelve-as_of runs alternate.
@@ -36,7 +38,7 @@ import resource
 import subprocess
 import sys
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,12 @@ ONE_AS_OF = ["2024-06-29"]
 # (2024-01-01 .. 2025-03-26) and each with 90 days of history; its one-as_of baseline is the last date.
 MONTHLY_DAYS = 450
 MONTHLY = [f"2024-{m:02d}-01" for m in range(4, 13)] + [f"2025-{m:02d}-01" for m in (1, 2, 3)]
+
+
+def weekly(n: int) -> list[str]:
+    """``n`` as_of dates a week apart, the last on the monthly run's last date."""
+    end = date.fromisoformat(MONTHLY[-1])
+    return [(end - timedelta(weeks=k)).isoformat() for k in reversed(range(n))]
 
 
 def data_folder(n_events: int, n_accounts: int, days: int = DAYS) -> Path:
@@ -163,7 +171,7 @@ def _measure_engine(engine: str, data: Path, dates: list[str]) -> dict[str, floa
     features = compute_features(FeatureTables.from_paths(backend, paths), dates)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu, "rows": len(features),
-            "columns": features.shape[1]}
+            "columns": features.shape[1], "frame_mib": features.memory_usage(deep=True).sum() / 2**20}
 
 
 def _measure_pandas(data: Path, dates: list[str]) -> dict[str, float]:
@@ -220,6 +228,10 @@ def main() -> None:
     parser.add_argument("--skip-pandas", action="store_true")
     parser.add_argument("--skip-monthly", action="store_true", help="Skip the 12 monthly as_of run.")
     parser.add_argument(
+        "--weekly", type=int, default=0, metavar="N",
+        help="Also measure N weekly as_of dates on the 450-day log (e.g. 52); default: skip.",
+    )
+    parser.add_argument(
         "--memory-limit", default=None, help="duckdb_memory_limit of the config (e.g. 2GB); default: none."
     )
     parser.add_argument(
@@ -268,12 +280,13 @@ def main() -> None:
         f"{n_events / one['cpu_seconds'] / 1e6:.2f}M events per CPU-s; "
         f"peak RSS {one['peak_rss_max']:.0f} MiB, {one['rows']:,} rows (goal >= 5M events/s)"
     )
-    if not args.skip_monthly:
-        long_data = (
-            data_folder(args.events, args.accounts, MONTHLY_DAYS) if args.data is None
-            else args.data.with_name(f"{args.data.name}_{MONTHLY_DAYS}d")
-        )
+    long_data = (  # the monthly and weekly runs' log
+        data_folder(args.events, args.accounts, MONTHLY_DAYS) if args.data is None
+        else args.data.with_name(f"{args.data.name}_{MONTHLY_DAYS}d")
+    )
+    if not args.skip_monthly or args.weekly:
         generate(long_data, args.events, args.accounts, MONTHLY_DAYS)
+    if not args.skip_monthly:
         pairs = [  # interleaved, so that a change in the machine's load hits both alike
             (_child("duckdb", long_data, MONTHLY[-1:]), _child("duckdb", long_data, MONTHLY))
             for _ in range(repeat)
@@ -288,6 +301,20 @@ def main() -> None:
             f"{twelve['rows']:,} rows, peak RSS {twelve['peak_rss_max']:.0f} MiB; ratio vs 1 as_of "
             f"{twelve['seconds'] / last['seconds']:.2f}x wall (run by run {ratios}), "
             f"{twelve['cpu_seconds'] / last['cpu_seconds']:.2f}x CPU (goal <= 2x)"
+        )
+    if args.weekly:
+        dates = weekly(args.weekly)
+        pairs = [(_child("duckdb", long_data, dates[-1:]), _child("duckdb", long_data, dates))
+                 for _ in range(repeat)]
+        last, many = _median([p[0] for p in pairs]), _median([p[1] for p in pairs])
+        print(
+            f"{MONTHLY_DAYS}-day log: duckdb, {args.weekly} weekly as_of ({dates[0]} .. {dates[-1]}): "
+            f"{many['seconds']:.2f} s wall (runs {_runs(many)}), {many['rows']:,} rows, "
+            f"frame {many['frame_mib']:.0f} MiB, peak RSS {many['peak_rss_max']:.0f} MiB "
+            f"({many['peak_rss_max'] / many['frame_mib']:.2f}x the frame); against 1 as_of "
+            f"({last['seconds']:.2f} s, peak RSS {last['peak_rss_max']:.0f} MiB): "
+            f"{many['seconds'] / last['seconds']:.2f}x the time, "
+            f"{many['peak_rss_max'] / last['peak_rss_max']:.2f}x the peak RSS"
         )
     if not args.skip_pandas:
         base = _repeated("pandas", data, ONE_AS_OF, repeat)

@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from pes_ml.features.definitions import ACCOUNT_NUMBER
@@ -111,7 +110,7 @@ def assemble(
     accounts: pa.Table,
     grid: AsOfGrid,
     lookups: Mapping[str, pa.Table] | None = None,
-) -> pd.DataFrame:
+) -> dict[str, Any]:
     """One row per present ``(account_number, j)``, in ``(j, account_number)`` order, with the parts' columns.
 
     Parameters
@@ -140,10 +139,14 @@ def assemble(
 
     Returns
     -------
-    pandas.DataFrame
-        ``j``, ``a`` (as_of's day number), the accounts' columns, then each part's
-        columns: counts as int64, other numbers as float64, instants as naive UTC
-        ``datetime64[us]``, text as ``str``. Pairs that are not present are dropped.
+    dict
+        The frame's columns by name, each with a value per row: ``j``, ``a`` (as_of's
+        day number), the accounts' columns, then each part's columns. Counts are
+        int64 arrays, other numbers float64 arrays, instants naive UTC
+        ``datetime64[us]`` arrays, text pandas ``str`` Series. Pairs that are not
+        present are dropped. A dict rather than a frame, so that
+        :func:`~pes_ml.features.finish.finish_features` can let go of each column
+        once it has used it.
     """
     lookups = lookups or {}
     n_accounts = accounts.num_rows
@@ -179,4 +182,4 @@ def assemble(
                     elif name in placed:
                         columns[name] = placed[name].result()
                 del part, rows, present_rows, kept, placed  # before the next part is collected
-    return pd.DataFrame(columns, copy=False)
+    return columns

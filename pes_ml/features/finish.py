@@ -18,14 +18,6 @@ from pes_ml.features.catalog import CATALOG, OTHER_EVENT_TYPE, event_type_column
 from pes_ml.features.inputs import A, AsOfGrid, J
 from pes_ml.schemas import ACCOUNT_ID, AS_OF
 
-_COUNTS = (
-    "events_7d", "events_30d", "events_90d", "events_prior_30d", "event_types_30d", "active_days_30d",
-    "active_days_prior_30d", "active_users_7d", "active_users_30d", "active_users_90d", "user_days_7d",
-    "user_days_30d", "power_users_7d", "users_28d", "l28_1to7_28d", "l28_8to14_28d", "l28_15to21_28d",
-    "l28_22to28_28d", "prior_users_30d", "new_users_30d", "resurrected_users_30d", "dropped_users_30d",
-    "wau_slope_num",
-)
-_SUMS = ("value_sum_30d", "value_sum_90d")
 SECONDS_PER_DAY = 86_400.0
 
 
@@ -48,25 +40,51 @@ def _whole_days(later: np.ndarray, earlier: np.ndarray) -> np.ndarray:
     return np.asarray(np.floor(_days(later, earlier)))
 
 
-def _column(frame: pd.DataFrame, name: str, dtype: str = "float64") -> pd.Series:
-    if name in frame.columns:
-        return frame[name]
-    return pd.Series(np.nan, index=frame.index, dtype=dtype)
+class _RawColumns:
+    """The assembly's columns (:func:`~pes_ml.features.assemble.assemble`), each *taken* when used.
 
+    Taking a column removes it from the dict, so its memory goes as soon as the
+    feature computed from it no longer needs it: at 52 weekly as_of dates and 10M
+    events the raw columns are 2.2 GiB, and keeping them until the frame was
+    built put them beside it (the run's peak). A column the engine did not
+    return is taken as missing (NaN, NaT, NA) or, for a count, 0. Columns are
+    taken from two threads; a dict's ``pop`` is atomic.
+    """
 
-def _floats(frame: pd.DataFrame, name: str) -> np.ndarray:
-    """A raw column as float64 (NaN where missing; all NaN when the engine did not return it)."""
-    if name not in frame.columns:
-        return np.full(len(frame), np.nan)
-    return np.asarray(frame[name].to_numpy("float64", na_value=np.nan))
+    def __init__(self, columns: dict[str, Any]) -> None:
+        self._columns = columns
+        self.n_rows = len(columns[J])
 
+    def floats(self, name: str) -> np.ndarray:
+        """float64, NaN where missing."""
+        values = self._columns.pop(name, None)
+        if values is None:
+            return np.full(self.n_rows, np.nan)
+        return np.asarray(values, dtype="float64")
 
-def _counts(frame: pd.DataFrame, name: str) -> np.ndarray:
-    """A raw count as int64, 0 where missing (no rows in the window)."""
-    if name in frame.columns and frame[name].dtype.kind in "iu":
-        return np.asarray(frame[name].to_numpy("int64"))
-    values = _floats(frame, name)
-    return np.where(np.isnan(values), 0.0, values).astype("int64")
+    def counts(self, name: str) -> np.ndarray:
+        """int64, 0 where missing (no rows in the window)."""
+        values = self._columns.pop(name, None)
+        if values is None:
+            return np.zeros(self.n_rows, dtype="int64")
+        if values.dtype.kind in "iu":
+            return np.asarray(values, dtype="int64")
+        values = np.asarray(values, dtype="float64")
+        return np.where(np.isnan(values), 0.0, values).astype("int64")
+
+    def instants(self, name: str) -> np.ndarray:
+        """Naive UTC ``datetime64[us]``, NaT where missing: the caller's to change in place."""
+        values = self._columns.pop(name, None)
+        if values is None:
+            return np.full(self.n_rows, np.datetime64("NaT"), dtype="datetime64[us]")
+        return np.asarray(values, dtype="datetime64[us]")
+
+    def text(self, name: str) -> pd.Series:
+        """pandas ``str``, NA where missing."""
+        values = self._columns.pop(name, None)
+        if values is None:
+            return pd.Series(np.nan, index=pd.RangeIndex(self.n_rows), dtype="str")
+        return pd.Series(values)
 
 
 def _day_starts(grid: AsOfGrid, days: np.ndarray) -> np.ndarray:
@@ -76,17 +94,6 @@ def _day_starts(grid: AsOfGrid, days: np.ndarray) -> np.ndarray:
     out = micros.astype("int64").view("datetime64[us]")
     out[~known] = np.datetime64("NaT")
     return np.asarray(out)
-
-
-def _instants(series: pd.Series) -> np.ndarray:
-    """UTC instants as naive ``datetime64[us]`` (NaT where missing), a copy: vectorised date arithmetic.
-
-    The assembly already gives naive UTC ``datetime64[us]``; other instants are converted.
-    """
-    if series.dtype == np.dtype("datetime64[us]"):
-        return np.array(series.to_numpy(), copy=True)
-    stamps = pd.to_datetime(series, utc=True).dt.as_unit("us")
-    return np.asarray(stamps.dt.tz_localize(None).to_numpy("datetime64[us]", copy=True))
 
 
 US_PER_DAY = 86_400_000_000
@@ -183,136 +190,165 @@ def next_renewal(period_start: np.ndarray, billing_months: np.ndarray, as_of: np
 
 
 def _activity_columns(
-    f: pd.DataFrame, count: dict[str, np.ndarray], event_types: Sequence[str], core_events: Sequence[str]
+    raw: _RawColumns, users_30d: np.ndarray, event_types: Sequence[str], core_events: Sequence[str]
 ) -> dict[str, Any]:
-    """Counts, sums and ratios of the event windows: activity, users, stickiness, adoption, growth, trends."""
-    cols: dict[str, Any] = {}
-    for name in ("events_7d", "events_30d", "events_90d"):
-        cols[name] = count[name]
-    for name in _SUMS:
-        values = _floats(f, name)
-        cols[name] = np.where(np.isnan(values), 0.0, values)
-    for name in ("active_users_7d", "active_users_30d", "active_users_90d", "active_days_30d",
-                 "event_types_30d", "new_users_30d", "resurrected_users_30d", "dropped_users_30d"):
-        cols[name] = count[name]
-    for window in (7, 30, 90):
-        cols[f"events_per_active_user_{window}d"] = _ratio(count[f"events_{window}d"],
-                                                           count[f"active_users_{window}d"])
-    typed_total = np.zeros(len(f), dtype="int64")
-    for i, name in enumerate(event_type_columns(event_types).values()):
-        cols[name] = _counts(f, f"_type_{i}")
-        typed_total += cols[name]
-    cols[OTHER_EVENT_TYPE] = count["events_30d"] - typed_total
+    """Counts, sums and ratios of the event windows: activity, users, stickiness, adoption, growth, trends.
 
-    users_30d = count["active_users_30d"]
-    cols["dau_mau_30d"] = _ratio(count["user_days_30d"], 30 * users_30d)
-    cols["dau_wau_7d"] = _ratio(count["user_days_7d"], 7 * count["active_users_7d"])
-    cols["wau_mau_30d"] = _ratio(count["active_users_7d"], users_30d)
-    cols["power_user_share_7d"] = _ratio(count["power_users_7d"], users_30d)
+    Counts needed only for a ratio are let go once it is divided.
+    """
+    cols: dict[str, Any] = {}
+    for window in (7, 30, 90):
+        events = raw.counts(f"events_{window}d")
+        users = users_30d if window == 30 else raw.counts(f"active_users_{window}d")
+        cols[f"events_{window}d"], cols[f"active_users_{window}d"] = events, users
+        cols[f"events_per_active_user_{window}d"] = _ratio(events, users)
+    for name in ("value_sum_30d", "value_sum_90d"):
+        values = raw.floats(name)
+        cols[name] = np.where(np.isnan(values), 0.0, values)
+    for name in ("active_days_30d", "event_types_30d", "new_users_30d", "resurrected_users_30d",
+                 "dropped_users_30d"):
+        cols[name] = raw.counts(name)
+    typed_total = np.zeros(raw.n_rows, dtype="int64")
+    for i, name in enumerate(event_type_columns(event_types).values()):
+        cols[name] = raw.counts(f"_type_{i}")
+        typed_total += cols[name]
+    cols[OTHER_EVENT_TYPE] = cols["events_30d"] - typed_total
+
+    users_7d = cols["active_users_7d"]
+    cols["dau_mau_30d"] = _ratio(raw.counts("user_days_30d"), 30 * users_30d)
+    cols["dau_wau_7d"] = _ratio(raw.counts("user_days_7d"), 7 * users_7d)
+    cols["wau_mau_30d"] = _ratio(users_7d, users_30d)
+    cols["power_user_share_7d"] = _ratio(raw.counts("power_users_7d"), users_30d)
+    users_28d = raw.counts("users_28d")
     for band in ("1to7", "8to14", "15to21", "22to28"):
-        cols[f"l28_{band}_share_28d"] = _ratio(count[f"l28_{band}_28d"], count["users_28d"])
+        cols[f"l28_{band}_share_28d"] = _ratio(raw.counts(f"l28_{band}_28d"), users_28d)
 
     n_core = len(core_events)
     if n_core:
-        cols["core_events_per_active_user_30d"] = _ratio(_counts(f, "core_user_events_30d"), users_30d)
-        cols["core_events_ever_share"] = _counts(f, "core_events_ever") / n_core
-        cols["core_events_used_30d"] = _counts(f, "core_events_used_30d").astype("float64")
+        cols["core_events_per_active_user_30d"] = _ratio(raw.counts("core_user_events_30d"), users_30d)
+        cols["core_events_ever_share"] = raw.counts("core_events_ever") / n_core
+        cols["core_events_used_30d"] = raw.counts("core_events_used_30d").astype("float64")
     else:
         for name in ("core_events_per_active_user_30d", "core_events_ever_share", "core_events_used_30d"):
-            cols[name] = np.full(len(f), np.nan)
+            cols[name] = np.full(raw.n_rows, np.nan)
 
-    prior_users = count["prior_users_30d"]
+    prior_users = raw.counts("prior_users_30d")
     cols["growth_ratio_30d"] = _ratio(
-        count["new_users_30d"] + count["resurrected_users_30d"] - count["dropped_users_30d"], prior_users
+        cols["new_users_30d"] + cols["resurrected_users_30d"] - cols["dropped_users_30d"], prior_users
     )
-    cols["events_trend_30d"] = _ratio(count["events_30d"], count["events_prior_30d"])
+    cols["events_trend_30d"] = _ratio(cols["events_30d"], raw.counts("events_prior_30d"))
     cols["active_users_trend_30d"] = _ratio(users_30d, prior_users)
-    cols["active_days_trend_30d"] = _ratio(count["active_days_30d"], count["active_days_prior_30d"])
-    cols["wau_slope_12w"] = count["wau_slope_num"] / 286.0
+    cols["active_days_trend_30d"] = _ratio(cols["active_days_30d"], raw.counts("active_days_prior_30d"))
+    cols["wau_slope_12w"] = raw.counts("wau_slope_num") / 286.0
     return cols
 
 
 def _account_columns(
-    f: pd.DataFrame, count: dict[str, np.ndarray], grid: AsOfGrid, as_of: np.ndarray, horizon_days: int
+    raw: _RawColumns, users_30d: np.ndarray, grid: AsOfGrid, as_of: np.ndarray, horizon_days: int
 ) -> dict[str, Any]:
-    """Recency, tenure, seats, commercial and contract columns, and the text columns."""
-    cols: dict[str, Any] = {}
-    a = f[A].to_numpy("float64")
-    seats = _floats(f, "sub_seats")
-    seats = np.where(np.isnan(seats), _floats(f, "account_seats"), seats)
-    cols["seats"] = seats
-    cols["seat_utilization_30d"] = _ratio(count["active_users_30d"], seats)
+    """Recency, tenure, seats, commercial and contract columns, and the text columns.
 
+    Each group is computed in a function of its own, so its intermediate arrays
+    go when it returns.
+    """
+    cols: dict[str, Any] = {}
+    a = raw.floats(A)
+    seats = raw.floats("sub_seats")
+    seats = np.where(np.isnan(seats), raw.floats("account_seats"), seats)
+    cols["seats"] = seats
+    cols["seat_utilization_30d"] = _ratio(users_30d, seats)
     recency = (
         ("days_since_last_event", "last_day"),
         ("days_since_last_core_event", "last_core_day"),
         ("days_since_last_new_user", "last_new_user_day"),
     )
     for name, column in recency:
-        cols[name] = a - 1 - _floats(f, column)
+        cols[name] = a - 1 - raw.floats(column)
+    cols.update(_tenure_columns(raw, grid, as_of, a))
+    del a
+    cols.update(_commercial_columns(raw, as_of, horizon_days))
+    cols.update(_text_columns(raw))
+    return cols
 
-    # Account start: the earliest of created_at, first subscription start and first event, before as_of.
-    created = _instants(_column(f, "created_at", "datetime64[us, UTC]"))
+
+def _tenure_columns(raw: _RawColumns, grid: AsOfGrid, as_of: np.ndarray, a: np.ndarray) -> dict[str, Any]:
+    """Tenure and time to value. The account starts at the earliest of created_at, the first
+    subscription start and the first event, before as_of."""
+    created = raw.instants("created_at")
     created[~(created < as_of)] = np.datetime64("NaT")
-    first_event_day = _floats(f, "first_event_day")
+    first_event_day = raw.floats("first_event_day")
     first_event = _day_starts(grid, np.where(first_event_day < a, first_event_day, np.nan))
-    first_start = _instants(_column(f, "first_start", "datetime64[us, UTC]"))
-    account_start = np.fmin(np.fmin(created, first_start), first_event)
-    cols["tenure_days"] = _whole_days(as_of, account_start)
-    first_core_day = _floats(f, "first_core_day")
+    account_start = np.fmin(np.fmin(created, raw.instants("first_start")), first_event)
+    first_core_day = raw.floats("first_core_day")
     first_core = _day_starts(grid, np.where(first_core_day < a, first_core_day, np.nan))
-    cols["days_to_first_core_event"] = np.maximum(_whole_days(first_core, account_start), 0)
+    return {
+        "tenure_days": _whole_days(as_of, account_start),
+        "days_to_first_core_event": np.maximum(_whole_days(first_core, account_start), 0),
+    }
 
-    mrr = _floats(f, "mrr")
+
+def _commercial_columns(raw: _RawColumns, as_of: np.ndarray, horizon_days: int) -> dict[str, Any]:
+    """MRR and its change, and the contract: billing period, next renewal, discount, auto-renew."""
+    cols: dict[str, Any] = {}
+    mrr = raw.floats("mrr")
     cols["mrr"] = mrr
-    had_subscription = _counts(f, "active_90d_ago") > 0
-    mrr_90d_ago = np.nan_to_num(_floats(f, "mrr_90d_ago"), nan=0.0)
+    had_subscription = raw.counts("active_90d_ago") > 0
+    mrr_90d_ago = np.nan_to_num(raw.floats("mrr_90d_ago"), nan=0.0)
     cols["mrr_change_90d"] = np.where(had_subscription, mrr - mrr_90d_ago, np.nan)
-    billing = _floats(f, "billing_period_months")
+    billing = raw.floats("billing_period_months")
     cols["billing_period_months"] = billing
-    renewal = next_renewal(_instants(_column(f, "period_start", "datetime64[us, UTC]")), billing, as_of)
+    renewal = next_renewal(raw.instants("period_start"), billing, as_of)
     days_to_renewal = _days(renewal, as_of)
     cols["days_to_renewal"] = days_to_renewal
     cols["renewal_in_horizon"] = np.where(np.isnan(days_to_renewal), np.nan,
                                           (days_to_renewal < horizon_days).astype("float64"))
-    cols["discount"] = _floats(f, "discount")
-    cols["auto_renew"] = _floats(f, "auto_renew")
+    cols["discount"] = raw.floats("discount")
+    cols["auto_renew"] = raw.floats("auto_renew")
+    return cols
 
-    plan = _column(f, "sub_plan", "str").combine_first(_column(f, "account_plan", "str"))
-    for name, values in (("plan", plan), ("segment", _column(f, "segment", "str"))):
+
+def _text_columns(raw: _RawColumns) -> dict[str, Any]:
+    """Plan (the subscription's, else the account's), segment and account_id as ``str``."""
+    cols: dict[str, Any] = {}
+    plan = raw.text("sub_plan").combine_first(raw.text("account_plan"))
+    for name, values in (("plan", plan), ("segment", raw.text("segment"))):
         text = values.astype("str")
         cols[name] = text.where(values.notna() & (text != "nan") & (text != "None")).astype("str").array
-    cols[ACCOUNT_ID] = f[ACCOUNT_ID].astype("str").array
+    cols[ACCOUNT_ID] = raw.text(ACCOUNT_ID).astype("str").array
     return cols
 
 
 def finish_features(
-    raw: pd.DataFrame,
+    raw: dict[str, Any],
     grid: AsOfGrid,
     event_types: Sequence[str],
     core_events: Sequence[str],
     horizon_days: int,
 ) -> pd.DataFrame:
-    """Catalog features from the raw per-(account_id, j) aggregates of one as_of grid.
+    """Catalog features from the raw per-(account_id, j) columns of one as_of grid (the assembly's).
 
-    Columns are computed as numpy arrays and put in one frame at the end: a
-    training set has millions of rows, and pandas' per-column bookkeeping
-    (fills, casts, aligned arithmetic) cost more than the arithmetic itself.
-    The activity and the account columns are computed on two threads (numpy lets
-    go of the GIL in its loops; the engine is idle by now): at 12 as_of dates and
-    1.07M rows, 0.36 s became 0.24 s in a test of the same work.
+    Each raw column is taken out of ``raw`` as it is used (:class:`_RawColumns`),
+    so ``raw`` is left with the columns no feature reads. Columns are computed
+    as numpy arrays and put in one frame at the end: a training set has millions
+    of rows, and pandas' per-column bookkeeping (fills, casts, aligned
+    arithmetic) cost more than the arithmetic itself. The activity and the
+    account columns are computed on two threads (numpy lets go of the GIL in its
+    loops; the engine is idle by now): at 12 as_of dates and 1.07M rows, 0.36 s
+    became 0.24 s in a test of the same work.
     """
-    count = {name: _counts(raw, name) for name in _COUNTS}
-    j = raw[J].to_numpy("int64")
+    columns = _RawColumns(raw)
+    n_rows = columns.n_rows
+    j = columns.counts(J)
+    users_30d = columns.counts("active_users_30d")
     as_of_index = pd.DatetimeIndex(grid.as_of).as_unit("us")
     as_of = np.asarray(as_of_index.tz_localize(None).to_numpy("datetime64[us]"))[j]
     with ThreadPoolExecutor(max_workers=1) as pool:
-        account = pool.submit(_account_columns, raw, count, grid, as_of, horizon_days)
-        cols = _activity_columns(raw, count, event_types, core_events)
+        account = pool.submit(_account_columns, columns, users_30d, grid, as_of, horizon_days)
+        cols = _activity_columns(columns, users_30d, event_types, core_events)
         cols.update(account.result())
     cols[AS_OF] = as_of_index[j]
     order = [ACCOUNT_ID, AS_OF] + [s.name for s in CATALOG if s.name in cols]
     order += [c for c in cols if c not in order]
     # One frame built in catalog order, taking the arrays over: reordering a built frame, or
     # consolidating its columns into 2-D blocks, copies every column again.
-    return pd.DataFrame({name: cols[name] for name in order}, index=raw.index, copy=False)
+    return pd.DataFrame({name: cols[name] for name in order}, index=pd.RangeIndex(n_rows), copy=False)
