@@ -71,12 +71,15 @@ def test_reads_parquet_glob(tmp_path: Path, make_config: MakeConfig) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
+@pytest.mark.parametrize("spelling", ["folder", "glob with // and ./"])
 def test_source_rows_count_across_the_files_of_a_folder_in_read_order(
-    tmp_path: Path, make_config: MakeConfig, fmt: str
+    tmp_path: Path, make_config: MakeConfig, fmt: str, spelling: str
 ) -> None:
     # Three parts of 3, 2 and 4 rows; a row without an account in each: rows 2, 1 and 4 of their
     # files, so rows 2, 3 + 1 = 4 and 3 + 2 + 4 = 9 of the source. Parquet numbers them from the
     # files' footers, CSV with a row number over the whole read: both must give the same numbers.
+    # The footers are looked up by the file names DuckDB reports back: an unusual spelling of the
+    # path must come back as given (it does on DuckDB 2.0; an upgrade that normalises it fails here).
     parts = [
         [("a1", "2024-03-01 09:00:00"), ("", "2024-03-01 10:00:00"), ("a2", "2024-03-01 11:00:00")],
         [("", "2024-03-02 09:00:00"), ("a3", "2024-03-02 10:00:00")],
@@ -92,7 +95,8 @@ def test_source_rows_count_across_the_files_of_a_folder_in_read_order(
             part.to_parquet(folder / f"part-{i}.parquet")
         else:
             part.to_csv(folder / f"part-{i}.csv", index=False)
-    config = make_config(events={"path": str(folder)})
+    path = str(folder) if spelling == "folder" else f"{tmp_path}//events/./part-*.{fmt}"
+    config = make_config(events={"path": path})
     recon = ingest(config)
     quarantine = read_quarantine(config)
     assert recon.table("events").read == 9
