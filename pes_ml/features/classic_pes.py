@@ -62,18 +62,58 @@ def add_classic_pes(features: pd.DataFrame, form: Literal["mean", "multiplicativ
         / np.maximum(prior, 1).astype("float64")
     )
 
-    def percentile_rank(name: str) -> pd.Series:
-        return out.groupby(AS_OF, sort=False)[name].rank(method="average", pct=True)
+    blocks = _as_of_blocks(out[AS_OF])
 
-    # Each rank sorts a million values and pandas lets go of the GIL, so the three run side by
-    # side (12 as_of at 10M events: 0.20 -> 0.16 s), each with its own grouping of the frame.
+    def percentiles_of(name: str) -> np.ndarray:
+        return _percentiles(out[name].to_numpy(np.float64, na_value=np.nan), blocks)
+
+    # The three ranks sort side by side: numpy lets go of the GIL while it sorts.
     with ThreadPoolExecutor(max_workers=len(COMPONENTS)) as pool:
-        ranks = list(pool.map(percentile_rank, COMPONENTS))
+        ranks = list(pool.map(percentiles_of, COMPONENTS))
     for name, rank in zip(COMPONENTS, ranks, strict=True):
-        out[f"{name}_percentile"] = rank * 100.0
-    percentiles = out[[f"{name}_percentile" for name in COMPONENTS]]
+        out[f"{name}_percentile"] = rank
     if form == "multiplicative":
-        out["classic_pes"] = (percentiles / 100.0).prod(axis=1, skipna=False) * 100.0
-    else:
-        out["classic_pes"] = percentiles.mean(axis=1, skipna=True)
+        out["classic_pes"] = ranks[0] / 100.0 * (ranks[1] / 100.0) * (ranks[2] / 100.0) * 100.0
+    else:  # the mean of the known percentiles, summed in pandas' order (its row mean: 0.19 s at 4.6M rows)
+        total, count = np.zeros(len(out)), np.zeros(len(out))
+        for rank in ranks:
+            known = ~np.isnan(rank)
+            total += np.where(known, rank, 0.0)
+            count += known
+        out["classic_pes"] = np.divide(total, count, out=np.full(len(out), np.nan), where=count > 0)
+    return out
+
+
+def _as_of_blocks(as_of: pd.Series) -> list[np.ndarray]:
+    """The row positions of each as_of: ranges of the frame's (as_of, account_id) order, found
+    for any order (a stable sort by as_of keeps each block's rows in frame order)."""
+    codes, uniques = pd.factorize(as_of, use_na_sentinel=False)
+    order = np.argsort(codes, kind="stable")
+    ends = np.cumsum(np.bincount(codes, minlength=len(uniques)))
+    return np.split(order, ends[:-1])
+
+
+def _percentiles(values: np.ndarray, blocks: list[np.ndarray]) -> np.ndarray:
+    """0-100 percentile of each value among the non-missing values of its block: the average
+    1-based rank of its ties over their count (the best gets 100); NaN stays NaN.
+
+    The same numbers as pandas' grouped ``rank(method="average", pct=True)`` times 100, with one
+    numpy sort per block and no grouping of the frame: at 52 weekly as_of (10M events, 4.6M rows)
+    the classic PES took 0.59-0.63 s against 0.92-1.39 s, with 290 MiB of transient memory beyond
+    its new columns against 545 MiB.
+    """
+    out = np.full(len(values), np.nan)
+    for rows in blocks:
+        x = values[rows]
+        known = ~np.isnan(x)
+        if not known.any():
+            continue
+        x = x[known]
+        order = np.argsort(x, kind="stable")
+        ordered = x[order]
+        first = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # each run of ties
+        last = np.r_[first[1:], len(x)]
+        rank = np.empty(len(x))
+        rank[order] = np.repeat((first + 1 + last) / 2, last - first)  # ranks first+1 .. last, averaged
+        out[rows[known]] = rank / len(x) * 100.0  # pandas' pct rank, times 100
     return out

@@ -98,6 +98,38 @@ def test_classic_pes_is_the_mean_of_percentiles_among_accounts_at_the_same_as_of
     assert multiplicative["classic_pes"].iloc[1] == pytest.approx(100.0)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 2),  # as_of, interleaved
+            st.sampled_from([0.0, 0.5, 1.0, 2.0, np.nan]),  # adoption: ties and missing values
+            st.sampled_from([0.1, 0.2, 0.5, np.nan]),  # stickiness
+            st.integers(0, 3), st.integers(0, 2), st.integers(0, 2), st.integers(0, 2),  # users
+        ),
+        min_size=1, max_size=40,
+    )
+)
+def test_percentiles_are_the_average_rank_among_the_accounts_of_the_same_as_of(rows: list[tuple]) -> None:
+    # The reference is pandas' grouped rank (ties share their average rank, missing values stay
+    # missing) and pandas' row mean: the definition, computed another way.
+    features = pd.DataFrame(rows, columns=[
+        "j", "core_events_per_active_user_30d", "dau_mau_30d", "active_users_30d", "new_users_30d",
+        "resurrected_users_30d", "dropped_users_30d",
+    ])
+    weeks = pd.to_timedelta(features.pop("j") * 7, unit="D")
+    features["as_of"] = pd.Timestamp("2024-06-01", tz="UTC") + weeks
+    features["core_events_ever_share"] = features["core_events_per_active_user_30d"]
+    pes = add_classic_pes(features)
+    for name in ("adoption", "stickiness", "growth"):
+        expected = pes.groupby("as_of")[name].rank(method="average", pct=True) * 100.0
+        np.testing.assert_array_equal(pes[f"{name}_percentile"], expected)
+    percentiles = pes[["adoption_percentile", "stickiness_percentile", "growth_percentile"]]
+    np.testing.assert_array_equal(pes["classic_pes"], percentiles.mean(axis=1, skipna=True))
+    multiplicative = add_classic_pes(features, "multiplicative")["classic_pes"]
+    np.testing.assert_array_equal(multiplicative, (percentiles / 100.0).prod(axis=1, skipna=False) * 100.0)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     start=st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2024, 12, 31)),
