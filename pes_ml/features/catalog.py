@@ -146,7 +146,7 @@ _FEATURES: tuple[FeatureSpec, ...] = (
        "riskier", "days", "NaN until a core event is used"),
     _s("event_types_30d", "breadth", 30, "Distinct features used in the last 30 days", "healthier", "count"),
     _s("core_events_used_30d", "breadth", 30, "Distinct core features used in the last 30 days",
-       "healthier", "count"),
+       "healthier", "count", "0 when the window is empty; NaN when no core events are known"),
     # --- growth ---------------------------------------------------------------------------
     _s("new_users_30d", "growth", 30, "Users active for the first time in the last 30 days",
        "healthier", "count"),
@@ -181,7 +181,7 @@ _FEATURES: tuple[FeatureSpec, ...] = (
     _s("mrr", "commercial", None, "Monthly recurring revenue (after discount)", "neutral", "currency",
        _NAN_NO_SUBS),
     _s("mrr_change_90d", "commercial", 90, "Change in MRR over the last 90 days", "healthier", "currency",
-       "NaN when no subscription was active 90 days before as_of"),
+       "NaN when no subscription was active 90 days before as_of, or its MRR is unknown"),
     # --- contract: from the main subscription, the active one with the largest MRR ---------
     _s("billing_period_months", "contract", None, "Billing period in months", "neutral", "months",
        _NAN_NO_SUBS),
@@ -257,8 +257,10 @@ def catalog_version(specs: tuple[FeatureSpec, ...]) -> str:
     return hashlib.sha256(payload).hexdigest()[:12]
 
 
-# Bump the suffix when a computation changes without any metadata change.
-_DEFINITIONS_REVISION: Final = "definitions-2"
+# Bump the suffix when a computation changes without any metadata change (3: tenure_days and
+# days_to_first_core_event count an event from the end of its day, as days_since_last_event does;
+# mrr_change_90d is NaN, not the whole MRR, when the MRR 90 days before is unknown).
+_DEFINITIONS_REVISION: Final = "definitions-3"
 CATALOG_VERSION: Final[str] = catalog_version(
     (*CATALOG, _s(_DEFINITIONS_REVISION, "activity", None, "", "neutral", ""))
 )

@@ -87,10 +87,16 @@ class _RawColumns:
         return pd.Series(values)
 
 
-def _day_starts(grid: AsOfGrid, days: np.ndarray) -> np.ndarray:
-    """The instants (naive ``datetime64[us]``, UTC) day numbers start at; NaT where NaN."""
+def _day_ends(grid: AsOfGrid, days: np.ndarray) -> np.ndarray:
+    """The last instant (naive ``datetime64[us]``, UTC) of each aligned day number; NaT where NaN.
+
+    The rollups keep an event's day, not its instant: the end of its day is the latest it can
+    have been, so a duration measured from it counts whole days the way ``days_since_last_event``
+    does (an event in the last 24 hours before as_of is 0 days old), and never more than the
+    exact duration.
+    """
     known = ~np.isnan(days)
-    micros = np.where(known, days, 0.0) * (SECONDS_PER_DAY * 1e6) + grid.offset * 1e6
+    micros = (np.where(known, days, 0.0) + 1) * (SECONDS_PER_DAY * 1e6) + grid.offset * 1e6 - 1
     out = micros.astype("int64").view("datetime64[us]")
     out[~known] = np.datetime64("NaT")
     return np.asarray(out)
@@ -273,14 +279,15 @@ def _account_columns(
 
 def _tenure_columns(raw: _RawColumns, grid: AsOfGrid, as_of: np.ndarray, a: np.ndarray) -> dict[str, Any]:
     """Tenure and time to value. The account starts at the earliest of created_at, the first
-    subscription start and the first event, before as_of."""
+    subscription start and the first event, before as_of; events count from the end of their day
+    (:func:`_day_ends`)."""
     created = raw.instants("created_at")
     created[~(created < as_of)] = np.datetime64("NaT")
     first_event_day = raw.floats("first_event_day")
-    first_event = _day_starts(grid, np.where(first_event_day < a, first_event_day, np.nan))
+    first_event = _day_ends(grid, np.where(first_event_day < a, first_event_day, np.nan))
     account_start = np.fmin(np.fmin(created, raw.instants("first_start")), first_event)
     first_core_day = raw.floats("first_core_day")
-    first_core = _day_starts(grid, np.where(first_core_day < a, first_core_day, np.nan))
+    first_core = _day_ends(grid, np.where(first_core_day < a, first_core_day, np.nan))
     return {
         "tenure_days": _whole_days(as_of, account_start),
         "days_to_first_core_event": np.maximum(_whole_days(first_core, account_start), 0),
@@ -292,9 +299,8 @@ def _commercial_columns(raw: _RawColumns, as_of: np.ndarray, horizon_days: int) 
     cols: dict[str, Any] = {}
     mrr = raw.floats("mrr")
     cols["mrr"] = mrr
-    had_subscription = raw.counts("active_90d_ago") > 0
-    mrr_90d_ago = np.nan_to_num(raw.floats("mrr_90d_ago"), nan=0.0)
-    cols["mrr_change_90d"] = np.where(had_subscription, mrr - mrr_90d_ago, np.nan)
+    had_subscription = raw.counts("active_90d_ago") > 0  # else NaN; an unknown MRR then is NaN too
+    cols["mrr_change_90d"] = np.where(had_subscription, mrr - raw.floats("mrr_90d_ago"), np.nan)
     billing = raw.floats("billing_period_months")
     cols["billing_period_months"] = billing
     renewal = next_renewal(raw.instants("period_start"), billing, as_of)

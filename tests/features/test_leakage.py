@@ -129,6 +129,28 @@ def test_days_since_last_event_counts_whole_days_before_as_of(duck: Engine) -> N
     assert np.isnan(row(features, "rnone")["days_since_last_new_user"])
 
 
+def test_tenure_counts_whole_days_from_the_first_event_like_days_since_last_event(duck: Engine) -> None:
+    # Without subscriptions or created_at, an account starts at its first event. The rollups keep the
+    # event's day, so it counts from the end of that day: never more than the exact whole days.
+    events = make_events([
+        ("t0", "u", "login", AS_OF - US),  # 1 µs old: 0 days
+        ("t0b", "u", "login", AS_OF - DAY),  # exactly 24 hours old: the last 24 hours, 0 days
+        ("t1", "u", "login", AS_OF - DAY - US),  # just over 24 hours: 1 day
+        ("t11", "u", "login", AS_OF - 11 * DAY - 14 * pd.Timedelta(hours=1)),  # 11.58 days: 11
+        ("t11", "u", "core", AS_OF - 9 * DAY - US),  # first core event 2 days later (by day)
+        ("tc", "u", "login", AS_OF - 5 * DAY - US),  # created 10 days ago, first event 5 days ago
+    ])
+    accounts = pd.DataFrame({"account_id": ["tc"],
+                             "created_at": [AS_OF - 10 * DAY + pd.Timedelta(hours=3)]})  # 9.9 days: 9
+    config = FeatureConfig(event_types=["login", "core"], core_events=["core"])
+    features = duck.features(events, accounts=accounts, config=config)
+    assert features.attrs["mode"] == "activity"
+    tenure = features.set_index("account_id")["tenure_days"]
+    assert tenure.to_dict() == {"t0": 0, "t0b": 0, "t1": 1, "t11": 11, "tc": 9}
+    assert (tenure >= features.set_index("account_id")["days_since_last_event"]).all()
+    assert row(features, "t11")["days_to_first_core_event"] == 2
+
+
 def test_presence_follows_active_subscription_at_as_of(duck: Engine) -> None:
     events = make_events([("s_open", "u", "login", AS_OF - DAY)])
     subs = pd.DataFrame({
@@ -216,6 +238,25 @@ def test_contract_fields_come_from_the_largest_active_subscription(duck: Engine)
     tied = row(duck.features(events, subscriptions=_subs([_subscription(), same])), "c1")
     assert tied["billing_period_months"] == 1.0
     assert tied["days_to_renewal"] == (pd.Timestamp("2024-06-20", tz="UTC") - AS_OF).days
+
+
+def test_mrr_change_is_missing_when_the_mrr_90_days_before_is_unknown(duck: Engine) -> None:
+    events = make_events([(account, "u", "login", AS_OF - DAY) for account in ("up", "unknown", "new")])
+    ninety = AS_OF - 90 * DAY
+    subs = _subs([
+        # 100 until 90 days before as_of and after: then 150 from 10 days before as_of.
+        _subscription(account_id="up", end=AS_OF - 10 * DAY),
+        _subscription(account_id="up", start=AS_OF - 10 * DAY, mrr=150.0),
+        # Active 90 days before, but with no MRR recorded then.
+        _subscription(account_id="unknown", mrr=None, end=AS_OF - 10 * DAY),
+        _subscription(account_id="unknown", start=AS_OF - 10 * DAY, mrr=150.0),
+        # Started after that day: no subscription to compare with.
+        _subscription(account_id="new", start=ninety + US),
+    ])
+    change = duck.features(events, subscriptions=subs).set_index("account_id")["mrr_change_90d"]
+    assert change["up"] == 50.0
+    assert np.isnan(change["unknown"])  # not 150 - 0: an unknown MRR is not a zero MRR
+    assert np.isnan(change["new"])
 
 
 @pytest.mark.parametrize("engine", ["duckdb", "spark"])
