@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pes_ml.errors import DataContractError
+from pes_ml.errors import ConfigError, DataContractError
 
 
 def json_default(value: Any) -> Any:
@@ -102,6 +102,32 @@ def replace_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     fsync_dir(path.parent)
 
 
+def check_writable_file(path: Path, what: str) -> None:
+    """Check, before any work, that ``path`` can be written as a file (its folders made as needed).
+
+    ``what`` names the path for the message (``--out``). The write itself can still fail (a full
+    disk, a special file system); callers turn that OSError into an error of their own.
+
+    Raises
+    ------
+    ConfigError
+        If ``path`` is a folder, a file stands where a folder of it must be made, or the
+        nearest existing folder is not writable.
+    """
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder. Give the path of a file to write, such as "
+                          f"{path / 'features.parquet'}.")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{what} {path}: {folder} is a file, so no folder can be made in it. "
+                          "Choose another path.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: the folder {folder} is not writable. "
+                          "Choose a folder you can write to.")
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """Whether an OSError means the disk (or quota) is full."""
     return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc)
@@ -109,6 +135,7 @@ def is_disk_full(exc: BaseException) -> bool:
 
 __all__ = [
     "arrow_table",
+    "check_writable_file",
     "dumps",
     "fsync_dir",
     "is_disk_full",

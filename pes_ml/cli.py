@@ -495,17 +495,21 @@ def features(
     automatically when missing) on the configured engine (duckdb or spark), and writes one row per
     (account_id, as_of) to --out.
     """
+    from pes_ml.atomic import check_writable_file
     from pes_ml.config import load_config
-    from pes_ml.features import build_features
+    from pes_ml.features import build_features, write_features
     from pes_ml.ingest import clean_paths, ingest
+    from pes_ml.instants import to_utc
 
+    # The arguments first: a mistyped date or --out stops the command before any work.
+    _run(lambda: [to_utc(date, "--as-of") for date in as_of])
+    _run(lambda: check_writable_file(out_file, "--out"))
     cfg = _run(lambda: load_config(config))
     if reingest or not clean_paths(cfg)["events"].exists():
         recon = _run(lambda: ingest(cfg))
         _print_reconciliation(recon)
     with _progress() as progress:
         frame = _run(lambda: build_features(cfg, as_of, progress=progress))
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(out_file, index=False)
+    _run(lambda: write_features(frame, out_file))
     n_dates = frame["as_of"].nunique()
     out.print(f"Wrote {len(frame):,} rows x {frame.shape[1]} columns ({n_dates} as_of) to {out_file}")

@@ -15,7 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pes_ml.errors import ConfigError
+from pes_ml.errors import ConfigError, DataContractError
+from pes_ml.instants import EXPECTED, to_utc
 
 EPOCH_FORMATS: tuple[str, ...] = ("epoch_s", "epoch_ms")
 """``timestamp_format`` values for numbers since 1970-01-01 UTC, in seconds or milliseconds."""
@@ -27,6 +28,16 @@ OUTCOMES: tuple[Outcome, ...] = ("churn", "expansion", "conversion")
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _instant(value: str | None) -> str | None:
+    """A config instant (``labels.data_end``, ``dataset.first_as_of``...) read as :func:`to_utc` reads it."""
+    if value is not None:
+        try:
+            to_utc(value)
+        except DataContractError:
+            raise ValueError(f"must be {EXPECTED}, between 1677-09-22 and 2262-04-11") from None
+    return value
 
 
 class EventLookup(_Frozen):
@@ -173,6 +184,8 @@ class LabelConfig(_Frozen):
         description="End of observed data (exclusive); default: the latest event or subscription start.",
     )
 
+    _data_end = field_validator("data_end")(_instant)
+
 
 class DatasetConfig(_Frozen):
     """Snapshot dates and the time split of the training set."""
@@ -181,6 +194,7 @@ class DatasetConfig(_Frozen):
         default=None, description="Default: data start + the longest feature window (90 days)."
     )
     last_as_of: str | None = Field(default=None, description="Default: the latest fully-labeled date.")
+    _dates = field_validator("first_as_of", "last_as_of")(_instant)
     frequency_days: int = Field(default=30, ge=1, le=366)
     validation_dates: int = Field(default=2, ge=1)
     test_dates: int = Field(default=2, ge=1)

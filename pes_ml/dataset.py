@@ -28,7 +28,7 @@ import pandas as pd
 
 from pes_ml.config import DatasetConfig
 from pes_ml.errors import DataContractError
-from pes_ml.labels import to_utc
+from pes_ml.instants import to_utc
 from pes_ml.schemas import ACCOUNT_ID, AS_OF, LABEL_COLUMNS
 
 logger = logging.getLogger(__name__)

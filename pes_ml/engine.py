@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -113,8 +115,11 @@ def ibis_backend(config: PesConfig) -> Any:
     con.raw_sql("SET preserve_insertion_order = false")
     if config.duckdb_memory_limit is not None:
         con.raw_sql(f"SET memory_limit = '{_size(config.duckdb_memory_limit)}'")
-        spill = str(spill_directory(config)).replace("'", "''")
-        con.raw_sql(f"SET temp_directory = '{spill}'")
+        spill = spill_directory(config)
+        # The folder goes with the connection (or at exit): a run leaves no empty folder behind.
+        weakref.finalize(con, shutil.rmtree, spill, ignore_errors=True)
+        quoted = str(spill).replace("'", "''")
+        con.raw_sql(f"SET temp_directory = '{quoted}'")
     return con
 
 

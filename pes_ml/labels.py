@@ -39,6 +39,7 @@ import pandas as pd
 
 from pes_ml.config import LabelConfig
 from pes_ml.errors import DataContractError
+from pes_ml.instants import to_utc
 from pes_ml.schemas import (
     ACCOUNT_ID,
     AS_OF,
@@ -57,12 +58,6 @@ from pes_ml.schemas import (
 logger = logging.getLogger(__name__)
 
 LABEL_FRAME_COLUMNS = (ACCOUNT_ID, AS_OF, CHURNED, EXPANDED, CONVERTED)
-
-
-def to_utc(value: object) -> pd.Timestamp:
-    """One instant as a tz-aware UTC Timestamp; naive values are read as UTC."""
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def _as_of_index(as_of_dates: Sequence[object]) -> list[pd.Timestamp]:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from pes_ml import schemas as S
 from pes_ml.errors import DataContractError
+from pes_ml.instants import to_utc
 
 # Columns of the long-format SHAP table (one row per account, model and feature).
 MODEL = "model"
@@ -53,14 +54,7 @@ def as_of_key(as_of: str | date | datetime | pd.Timestamp) -> str:
     DataContractError
         If ``as_of`` is not a date, or is a timestamp with a time of day.
     """
-    try:
-        ts = pd.Timestamp(as_of)
-    except (ValueError, TypeError) as exc:
-        raise DataContractError(f"as_of must be a date like '2024-06-01'. Got {as_of!r} instead.") from exc
-    if ts is pd.NaT:
-        raise DataContractError(f"as_of must be a date like '2024-06-01'. Got {as_of!r} instead.")
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
+    ts = to_utc(as_of).tz_localize(None)
     if ts != ts.normalize():
         raise DataContractError(f"as_of must be midnight UTC of a date. Got {as_of!r} instead.")
     return str(ts.strftime("%Y-%m-%d"))

@@ -16,7 +16,8 @@ import pandas as pd
 from pes_ml.config import PesConfig
 from pes_ml.dataset import as_of_schedule, fingerprint, join_snapshots, split_by_time
 from pes_ml.errors import DataContractError
-from pes_ml.labels import make_labels, to_utc
+from pes_ml.instants import to_utc
+from pes_ml.labels import make_labels
 from pes_ml.progress import NoProgress, Progress
 from pes_ml.schemas import AS_OF, START, TIMESTAMP
 from pes_ml.train import TrainingResult, train_models

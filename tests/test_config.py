@@ -39,3 +39,13 @@ def test_an_event_listed_twice_is_a_config_error_naming_the_key_and_the_event(ke
         parse_config(raw, source="pes.yaml")
     raw["features"] = {key: ["login", "export"]}
     assert getattr(parse_config(raw).features, key) == ["login", "export"]
+
+
+@pytest.mark.parametrize(("section", "key"), [("dataset", "first_as_of"), ("dataset", "last_as_of"),
+                                              ("labels", "data_end")])
+def test_a_config_date_that_is_not_iso_8601_is_a_config_error_naming_the_key(section: str, key: str) -> None:
+    raw: dict[str, object] = {"sources": {"events": {"path": "e.parquet"}}, section: {key: "2024-06-01"}}
+    assert getattr(getattr(parse_config(raw), section), key) == "2024-06-01"
+    raw[section] = {key: "01/06/2024"}  # the 1st of June or the 6th of January: refused, not guessed
+    with pytest.raises(ConfigError, match=rf"'{section}\.{key}': .*2024-06-01.*Got '01/06/2024'"):
+        parse_config(raw)

@@ -2,12 +2,12 @@
 
 Public API::
 
-    from pes_ml.features import build_features, compute_features, CATALOG, CATALOG_VERSION
+    from pes_ml.features import build_features, compute_features, write_features, CATALOG, CATALOG_VERSION
 """
 
 from __future__ import annotations
 
-from pes_ml.features.build import build_features, compute_features
+from pes_ml.features.build import build_features, compute_features, write_features
 from pes_ml.features.catalog import (
     CATALOG,
     CATALOG_VERSION,
@@ -30,4 +30,5 @@ __all__ = [
     "event_type_specs",
     "feature_specs",
     "model_feature_names",
+    "write_features",
 ]

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import ibis
@@ -22,9 +23,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pes_ml.atomic import is_disk_full, replace_atomically
 from pes_ml.config import FeatureConfig, PesConfig
 from pes_ml.engine import materialized, to_arrow
-from pes_ml.errors import DataContractError
+from pes_ml.errors import DataContractError, StoreError
 from pes_ml.features import definitions as d
 from pes_ml.features import point_in_time as pit
 from pes_ml.features.assemble import KEY, assemble
@@ -32,7 +34,8 @@ from pes_ml.features.catalog import CATALOG_VERSION
 from pes_ml.features.classic_pes import add_classic_pes
 from pes_ml.features.definitions import ACCOUNT_NUMBER
 from pes_ml.features.finish import finish_features
-from pes_ml.features.inputs import AsOfGrid, AsOfLike, FeatureTables, J, as_of_grids
+from pes_ml.features.inputs import AsOfGrid, FeatureTables, J, as_of_grids
+from pes_ml.instants import AsOfLike
 from pes_ml.progress import NoProgress, Progress
 from pes_ml.schemas import ACCOUNT_ID, AS_OF, EVENT
 
@@ -78,20 +81,32 @@ def _vocabulary(
 
     ``counts`` are the events per type in the 90 days before the first as_of (:func:`d.event_counts`).
     """
+    first = grid.as_of[0].isoformat()
+    seen = {name: n for name, n in counts.items() if n > 0}
     if config.event_types is not None:
         event_types = list(config.event_types)
     else:
-        seen = {name: n for name, n in counts.items() if n > 0}
         event_types = sorted(seen, key=lambda name: (-seen[name], name))[: config.top_event_types]
+        if not event_types:
+            logger.warning(
+                "No events in the 90 days before the first as_of %s, where the per-event-type columns are "
+                "chosen: this run has none at any of its as_of dates. Drop that as_of, or set "
+                "features.event_types in the config.", first,
+            )
     if config.core_events is not None:
         core = list(config.core_events)
     else:
         core = _core_events(user_days, present, grid, names, config.n_core_events)
         if not core:
+            why = (
+                "no user of the accounts present then has an event there (core events are the events most "
+                "users use: is user_id mapped?)"
+                if seen else "there are no events there"
+            )
             logger.warning(
-                "No events in the 90 days before the first as_of %s: core events are unknown and "
-                "adoption features are NaN. Set features.core_events in the config.",
-                grid.as_of[0].date(),
+                "Core events are unknown for every as_of of this run: they are chosen in the 90 days before "
+                "the first as_of %s, and %s. Adoption and core-event features are NaN. Set "
+                "features.core_events in the config.", first, why,
             )
     logger.info("event types: %s; core events: %s", event_types, core)
     return {"event_types": event_types, "core_events": core}
@@ -320,3 +335,24 @@ def build_features(
         )
     except duckdb.OutOfMemoryException as exc:
         raise out_of_memory(exc, "the feature computation", config) from exc
+
+
+def write_features(features: pd.DataFrame, path: str | Path) -> Path:
+    """Write a FeatureFrame as Parquet, atomically (all of it or, on failure, the old file as it was).
+
+    Its ``attrs`` (event types, core events, catalog version, mode) go into the file's
+    metadata; ``pandas.read_parquet`` gives them back.
+
+    Raises
+    ------
+    StoreError
+        If the file cannot be written (e.g. the disk is full).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        replace_atomically(path, lambda fh: features.to_parquet(fh, index=False))
+    except OSError as exc:
+        hint = "the disk is full; free space and rerun" if is_disk_full(exc) else str(exc)
+        raise StoreError(f"Could not write the features to {path}: {hint}.") from exc
+    return path

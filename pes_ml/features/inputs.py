@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
-from typing import Any, Final, TypeAlias
+from typing import Any, Final
 
 import ibis
 import ibis.expr.types as ir
@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from pes_ml.engine import epoch_seconds
 from pes_ml.errors import DataContractError
+from pes_ml.instants import AsOfLike, to_utc
 from pes_ml.schemas import (
     ACCOUNT_ID,
     AS_OF,
@@ -72,7 +73,6 @@ WEEK_BIT: Final = "week_bit"
 DAYS_BASE: Final = 64
 """Base of :data:`PACKED_DAYS`: one digit each for the 7, 28, 30 and prior 30 days windows (< 64 days)."""
 
-AsOfLike: TypeAlias = str | date | datetime | pd.Timestamp
 
 _TYPES: Final[dict[str, dict[str, str]]] = {
     "events": {ACCOUNT_ID: "string", USER_ID: "string", EVENT: "string", TIMESTAMP: "timestamp('UTC')",
@@ -141,7 +141,14 @@ class FeatureTables:
                     )
                 tables[name] = None
                 continue
-            tables[name] = backend.read_parquet(str(path))
+            try:
+                tables[name] = backend.read_parquet(str(path))
+            except Exception as exc:  # noqa: BLE001 - each engine raises its own error for a bad file
+                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise DataContractError(
+                    f"The clean {name} table {str(path)!r} cannot be read ({first_line}). It is written by "
+                    "`pes-ml validate`: run that again (or `pes-ml features --ingest`) to rebuild it."
+                ) from exc
         return cls.from_relations(tables["events"], tables["subscriptions"], tables["accounts"])
 
 
@@ -158,12 +165,6 @@ def _conform(table: str, relation: ir.Table) -> ir.Table:
         for name, dtype in _TYPES[table].items()
     }
     return relation.select(**columns)
-
-
-def to_utc(value: AsOfLike) -> pd.Timestamp:
-    """One instant as a tz-aware UTC Timestamp; naive values and dates are read as UTC midnight."""
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 @dataclass(frozen=True)
@@ -241,14 +242,17 @@ class AsOfGrid:
         return ibis.memtable(pa.table(arrays))
 
 
-def as_of_grids(as_of_dates: Iterable[AsOfLike]) -> list[AsOfGrid]:
-    """Normalise as_of dates to UTC, drop duplicates, and group them by second of the day.
+def as_of_grids(as_of_dates: Iterable[AsOfLike] | AsOfLike) -> list[AsOfGrid]:
+    """Normalise as_of dates to UTC (:func:`~pes_ml.instants.to_utc`), drop duplicates, and group
+    them by second of the day. One date given alone is a list of one.
 
     Raises
     ------
     DataContractError
-        If no date is given, or a date has a fraction of a second.
+        If no date is given, or a date is not ISO 8601, is out of range or has a fraction of a second.
     """
+    if isinstance(as_of_dates, str | date | np.datetime64):  # not its characters, one by one
+        as_of_dates = [as_of_dates]
     stamps = sorted({to_utc(d) for d in as_of_dates})
     if not stamps:
         raise DataContractError("build_features needs at least one as_of date. Got an empty list instead.")

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 from typer.testing import CliRunner
 
 from pes_ml.cli import app
-from pes_ml.features import CATALOG
+from pes_ml.features import CATALOG, CATALOG_VERSION
 
 
 def test_features_command_writes_one_row_per_present_account_and_as_of(tmp_path: Path) -> None:
@@ -37,6 +38,19 @@ def test_features_command_writes_one_row_per_present_account_and_as_of(tmp_path:
     assert set(features["as_of"].dt.strftime("%Y-%m-%d")) == {"2024-03-01", "2024-04-01"}
     assert not features.duplicated(["account_id", "as_of"]).any()
     assert {spec.name for spec in CATALOG} <= set(features.columns)
+    assert features.attrs["catalog_version"] == CATALOG_VERSION  # the frame's attrs travel in the file
+    assert features.attrs["event_types"]
+
+    # A clean table that cannot be read (cut short here) is one line that says how to rebuild it.
+    clean = tmp_path / "work" / "clean" / "subscriptions.parquet"
+    clean.write_bytes(clean.read_bytes()[:100])
+    result = CliRunner().invoke(app, ["features", "--config", str(conf), "--as-of", "2024-03-01",
+                                      "--out", str(out)])
+    assert result.exit_code == 3, result.output
+    assert "The clean subscriptions table" in result.output
+    assert "cannot be read" in result.output
+    assert "pes-ml validate" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_features_command_names_a_missing_config(tmp_path: Path) -> None:
@@ -44,3 +58,28 @@ def test_features_command_names_a_missing_config(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+@pytest.mark.parametrize("as_of", ["01/06/2024", "notadate", "2024-06-01,2024-07-01", "2500-01-01", "now"])
+def test_features_command_refuses_a_date_it_cannot_read_before_any_work(tmp_path: Path, as_of: str) -> None:
+    # The config does not even exist: the date is checked first, and 01/06/2024 is not guessed at.
+    args = ["features", "--config", str(tmp_path / "nope.yaml"), "--as-of", "2024-05-01", "--as-of", as_of]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 3, result.output
+    assert "--as-of" in result.output  # names the option...
+    assert "2024-06-01" in result.output  # ...and the format it expects
+    assert isinstance(result.exception, SystemExit)  # one line, no traceback
+
+
+def test_features_command_refuses_an_out_path_it_cannot_write_before_any_work(tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for out, says in ((folder, "is a folder"), (a_file / "features.parquet", "is a file")):
+        args = ["features", "--config", str(tmp_path / "nope.yaml"), "--as-of", "2024-05-01",
+                "--out", str(out)]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert "--out" in result.output
+        assert says in result.output

@@ -81,3 +81,30 @@ def test_contract_fields_are_missing_where_no_subscription_is_active(
     if subscribed:
         contract = row(features, "with_contract")
         assert (contract["plan"], contract["billing_period_months"]) == ("annual", 12.0)
+
+
+def test_a_first_as_of_without_events_warns_that_the_whole_run_has_no_event_columns(
+    duck: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Event types and core events are chosen before the *first* as_of (so no choice sees past any
+    # as_of): an empty first as_of leaves every as_of of the run without them, and the warning says so.
+    events = make_events([("a", "u", "login", AS_OF - DAY)])
+    with caplog.at_level("WARNING", logger="pes_ml.features.build"):
+        features = duck.features(events, [AS_OF - 200 * DAY, AS_OF], subscriptions=open_subscriptions(["a"]))
+    assert "events_type_login_30d" not in features.columns
+    assert row(features, "a")["events_30d"] == 1
+    warned = " ".join(record.getMessage() for record in caplog.records)
+    assert "this run has none at any of its as_of dates. Drop that as_of" in warned
+    assert "there are no events there" in warned
+
+
+def test_events_without_user_ids_warn_that_core_events_need_users(
+    duck: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    events = make_events([("a", None, "login", AS_OF - DAY), ("a", None, "report", AS_OF - 2 * DAY)])
+    with caplog.at_level("WARNING", logger="pes_ml.features.build"):
+        features = duck.features(events, subscriptions=open_subscriptions(["a"]))
+    assert row(features, "a")["events_type_login_30d"] == 1  # the event types need no users
+    warned = " ".join(record.getMessage() for record in caplog.records)
+    assert "is user_id mapped?" in warned
+    assert "there are no events there" not in warned
