@@ -498,14 +498,17 @@ def features(
     from pes_ml.atomic import check_writable_file
     from pes_ml.config import load_config
     from pes_ml.features import build_features, write_features
-    from pes_ml.ingest import clean_paths, ingest
+    from pes_ml.ingest import ingest, ingest_needed
     from pes_ml.instants import to_utc
 
     # The arguments first: a mistyped date or --out stops the command before any work.
     _run(lambda: [to_utc(date, "--as-of") for date in as_of])
     _run(lambda: check_writable_file(out_file, "--out"))
     cfg = _run(lambda: load_config(config))
-    if reingest or not clean_paths(cfg)["events"].exists():
+    why = None if reingest else ingest_needed(cfg)
+    if reingest or why:
+        if why:
+            logger.info("Ingesting first: %s.", why)
         recon = _run(lambda: ingest(cfg))
         _print_reconciliation(recon)
     with _progress() as progress:

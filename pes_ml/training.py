@@ -86,7 +86,7 @@ def run_training(
         If the churn model cannot be trained.
     """
     from pes_ml.features import CATALOG_VERSION, build_features, feature_specs, model_feature_names
-    from pes_ml.ingest import clean_paths, ingest, work_dir_lock
+    from pes_ml.ingest import clean_paths, ingest, ingest_needed, work_dir_lock
     from pes_ml.registry import register
     from pes_ml.tracking import log_training_run
 
@@ -94,8 +94,9 @@ def run_training(
     # Another job's ingest must not republish the clean tables while they are read here.
     with work_dir_lock(config):
         paths = clean_paths(config)
-        if not paths["events"].is_file():
-            logger.info("clean tables not found in %s; running ingest first", config.work_dir)
+        why = ingest_needed(config)
+        if why:
+            logger.info("Ingesting first: %s.", why)
             ingest(config)
         start, end = data_window(config, paths)
         dates = as_of_schedule(config.dataset, start, end, config.labels.horizon_days)

@@ -16,7 +16,14 @@ order), :mod:`~pes_ml.ingest.quarantine` (atomic Parquet writes),
 
 from __future__ import annotations
 
-from pes_ml.ingest.load import clean_paths, ingest, quarantine_paths, reconciliation_path, work_dir_lock
+from pes_ml.ingest.load import (
+    clean_paths,
+    ingest,
+    ingest_needed,
+    quarantine_paths,
+    reconciliation_path,
+    work_dir_lock,
+)
 from pes_ml.ingest.reconcile import ReasonCount, Reconciliation, TableCount
 
 __all__ = [
@@ -25,6 +32,7 @@ __all__ = [
     "TableCount",
     "clean_paths",
     "ingest",
+    "ingest_needed",
     "quarantine_paths",
     "reconciliation_path",
     "work_dir_lock",

@@ -12,6 +12,8 @@ against the source's own row count.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 import time
@@ -79,6 +81,30 @@ def reconciliation_path(config: PesConfig) -> Path:
 def _configured(config: PesConfig) -> list[tuple[str, SourceConfig]]:
     sources = config.sources
     return [(t, s) for t in TABLES if (s := getattr(sources, t)) is not None]
+
+
+def sources_fingerprint(config: PesConfig) -> str:
+    """A short hash of the config's ``sources`` (paths, formats, column mappings, lookups...)."""
+    payload = json.dumps(config.sources.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def ingest_needed(config: PesConfig) -> str | None:
+    """Why the clean tables must be written before a stage reads them; ``None`` when they are current.
+
+    They are missing, or the last ingest read other sources than the config now names (a source
+    added, removed, moved or mapped differently): reading them would silently use the old ones.
+    A new export at the same path is not detected: run ``pes-ml validate`` (or ``--ingest``) for it.
+    """
+    if not clean_paths(config)["events"].is_file():
+        return f"no clean events table in {config.work_dir} yet"
+    try:
+        recorded = Reconciliation.read_json(reconciliation_path(config)).sources
+    except (OSError, ValueError, TypeError):  # no reconciliation, or one this version cannot read
+        return None
+    if recorded and recorded != sources_fingerprint(config):
+        return f"the config's sources changed since the clean tables in {config.work_dir} were written"
+    return None
 
 
 INGEST_LOCK_TIMEOUT_SECONDS: Final = 3600.0
@@ -173,7 +199,8 @@ def _ingest(config: PesConfig, progress: Progress) -> Reconciliation:
             raise out_of_memory(exc, "ingest", config) from exc
         raise
     con.close()
-    recon = Reconciliation(tables=counts, reasons=reasons, created_at=now.isoformat())
+    recon = Reconciliation(tables=counts, reasons=reasons, created_at=now.isoformat(),
+                           sources=sources_fingerprint(config))
     publish(outputs)
     remove_stale([p for t in TABLES if t not in mapped for p in (clean[t], quarantine[t])])
     recon.write_json(reconciliation_path(config))

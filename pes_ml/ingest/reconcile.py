@@ -60,11 +60,15 @@ class Reconciliation:
         One :class:`ReasonCount` per (table, reason), in check priority order.
     created_at
         ISO timestamp (UTC) of the load.
+    sources
+        A fingerprint of the config's ``sources`` the load read (empty when unknown): later
+        stages re-ingest when the config's sources no longer match it.
     """
 
     tables: list[TableCount]
     reasons: list[ReasonCount] = field(default_factory=list)
     created_at: str = ""
+    sources: str = ""
 
     @property
     def balanced(self) -> bool:
@@ -112,6 +116,7 @@ class Reconciliation:
             "quarantined_total": self.quarantined_total,
             "tables": [{**asdict(t), "balanced": t.balanced} for t in self.tables],
             "reasons": [asdict(r) for r in self.reasons],
+            "sources": self.sources,
         }
 
     def write_json(self, path: str | Path) -> Path:
@@ -131,7 +136,8 @@ class Reconciliation:
             TableCount(**{k: v for k, v in t.items() if k != "balanced"}) for t in raw.get("tables", [])
         ]
         reasons = [ReasonCount(**r) for r in raw.get("reasons", [])]
-        return cls(tables=tables, reasons=reasons, created_at=raw.get("created_at", ""))
+        return cls(tables=tables, reasons=reasons, created_at=raw.get("created_at", ""),
+                   sources=raw.get("sources", ""))
 
     def log(self) -> None:
         """Log one line per table and per reason."""

@@ -83,3 +83,33 @@ def test_features_command_refuses_an_out_path_it_cannot_write_before_any_work(tm
         assert result.exit_code == 2, result.output
         assert "--out" in result.output
         assert says in result.output
+
+
+def test_features_command_ingests_again_when_the_configs_sources_changed(tmp_path: Path) -> None:
+    from pes_ml.config import parse_config
+    from pes_ml.ingest import ingest_needed
+    from pes_ml.simulate import SimulationConfig, simulate_saas
+
+    sim = tmp_path / "sim"
+    simulate_saas(SimulationConfig(n_accounts=20, days=120, seed=5), sim)
+    sources = {"events": {"path": str(sim / "events")},
+               "subscriptions": {"path": str(sim / "subscriptions.parquet")}}
+    conf = tmp_path / "pes.yaml"
+    conf.write_text(yaml.safe_dump({"work_dir": str(tmp_path / "work"), "sources": sources}))
+    out = tmp_path / "features.parquet"
+    args = ["features", "--config", str(conf), "--as-of", "2024-04-01", "--out", str(out)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert pd.read_parquet(out).attrs["mode"] == "subscription"
+    assert ingest_needed(parse_config({"work_dir": str(tmp_path / "work"), "sources": sources})) is None
+
+    # The subscriptions source is taken out of the config: the clean table of the last ingest must
+    # not be read as if it were still configured (it would keep subscription mode).
+    del sources["subscriptions"]
+    changed = {"work_dir": str(tmp_path / "work"), "sources": sources}
+    assert "sources changed" in (ingest_needed(parse_config(changed)) or "")
+    conf.write_text(yaml.safe_dump(changed))
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert pd.read_parquet(out).attrs["mode"] == "activity"
+    assert not (tmp_path / "work" / "clean" / "subscriptions.parquet").exists()
+    assert ingest_needed(parse_config(changed)) is None
