@@ -485,7 +485,8 @@ def features(
         typer.Option(
             "--ingest/--no-ingest",
             help="Re-read and validate the sources first. By default the clean tables of the last "
-            "`pes-ml validate` are used, and sources are ingested only when no clean events table exists.",
+            "`pes-ml validate` are used; sources are ingested when there are none yet, or when the "
+            "config's sources changed since (a new export at the same path needs --ingest).",
         ),
     ] = False,
 ) -> None:
