@@ -102,21 +102,27 @@ def replace_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     fsync_dir(path.parent)
 
 
-def check_writable_file(path: Path, what: str) -> None:
-    """Check, before any work, that ``path`` can be written as a file (its folders made as needed).
+def check_writable_file(path: Path, what: str, example: str) -> None:
+    """Check, before any work, that ``path`` can be written as a regular file (its folders made as needed).
 
-    ``what`` names the path for the message (``--out``). The write itself can still fail (a full
-    disk, a special file system); callers turn that OSError into an error of their own.
+    ``what`` names the path for the message (``--out``), ``example`` is a file name to suggest. An
+    existing path must be a regular file: a file is written through a temporary file and a rename,
+    which would put a file in the place of a link, a device or a pipe. The write itself can still
+    fail (a full disk, a special file system); callers turn that OSError into an error of their own.
 
     Raises
     ------
     ConfigError
-        If ``path`` is a folder, a file stands where a folder of it must be made, or the
-        nearest existing folder is not writable.
+        If ``path`` is a folder, a link or another non-regular file, a file stands where a folder
+        of it must be made, or the nearest existing folder is not writable.
     """
     if path.is_dir():
         raise ConfigError(f"{what} {path} is a folder. Give the path of a file to write, such as "
-                          f"{path / 'features.parquet'}.")
+                          f"{path / example}.")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        kind = "a link" if path.is_symlink() else "not a regular file"
+        raise ConfigError(f"{what} {path} is {kind}, which the write would replace. Give the path of a "
+                          "regular file (new or to overwrite).")
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent

@@ -150,7 +150,7 @@ def simulate(
     """Simulate a realistic B2B SaaS product: events, subscriptions and accounts as Parquet."""
     from pes_ml.simulate import SimulationConfig, simulate_saas
 
-    sim = SimulationConfig(n_accounts=accounts, days=days, start=start, seed=seed)
+    sim = _run(lambda: SimulationConfig(n_accounts=accounts, days=days, start=start, seed=seed))
     with _progress() as progress:
         summary = _run(lambda: simulate_saas(sim, out_dir, progress=progress))
     out.print(summary.describe())
@@ -236,6 +236,7 @@ def export(
 
     Writes a CSV or Parquet file (--out) and/or upserts into a SQL table on (account_id, as_of).
     """
+    from pes_ml.atomic import check_writable_file
     from pes_ml.config import load_config
     from pes_ml.errors import ConfigError
     from pes_ml.export import build_export, upsert_to_database, write_export
@@ -246,6 +247,8 @@ def export(
             raise ConfigError(f"The --format option must be 'csv' or 'parquet'. Got {fmt!r} instead.")
         if out_path is None and to_database is None:
             raise ConfigError("Nothing to do: pass --out FILE, --to-database URL, or both.")
+        if out_path is not None:
+            check_writable_file(out_path, "--out", f"scores.{fmt}")
         store = RunStore(store_path) if store_path is not None else RunStore.from_config(load_config(config))
         frame = build_export(store, run)
         if out_path is not None:
@@ -504,7 +507,7 @@ def features(
 
     # The arguments first: a mistyped date or --out stops the command before any work.
     _run(lambda: [to_utc(date, "--as-of") for date in as_of])
-    _run(lambda: check_writable_file(out_file, "--out"))
+    _run(lambda: check_writable_file(out_file, "--out", "features.parquet"))
     cfg = _run(lambda: load_config(config))
     why = None if reingest else ingest_needed(cfg)
     if reingest or why:

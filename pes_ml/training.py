@@ -16,6 +16,7 @@ import pandas as pd
 from pes_ml.config import PesConfig
 from pes_ml.dataset import as_of_schedule, fingerprint, join_snapshots, split_by_time
 from pes_ml.errors import DataContractError
+from pes_ml.ingest.load import unreadable_clean_table
 from pes_ml.instants import to_utc
 from pes_ml.labels import make_labels
 from pes_ml.progress import NoProgress, Progress
@@ -41,7 +42,10 @@ def _time_range(path: Path, column: str) -> tuple[pd.Timestamp, pd.Timestamp]:
         con.execute("SET TimeZone = 'UTC'")
         # epoch microseconds: fetching TIMESTAMPTZ values would need pytz
         query = f"SELECT epoch_us(min({column})), epoch_us(max({column})) FROM read_parquet(?)"
-        low, high = con.execute(query, [str(path)]).fetchone()  # type: ignore[misc]
+        try:
+            low, high = con.execute(query, [str(path)]).fetchone()  # type: ignore[misc]
+        except duckdb.Error as exc:
+            raise unreadable_clean_table(path.stem, path, exc) from exc
     finally:
         con.close()
     if low is None:

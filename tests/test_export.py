@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -223,3 +224,23 @@ def test_cli_export_of_an_unknown_run_exits_with_one_line(store: RunStore, tmp_p
     assert result.exit_code == StoreError.exit_code
     assert "No committed run 'nope'" in result.output
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_cli_export_refuses_to_replace_a_link_a_pipe_or_a_folder(store: RunStore, tmp_path: Path) -> None:
+    # The file is written through a temporary file and a rename, which would put a plain file in the
+    # place of a link (its target untouched), a pipe or a device: refused before any work.
+    target = tmp_path / "target.csv"
+    target.write_text("keep me\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    pipe = tmp_path / "pipe.csv"
+    os.mkfifo(pipe)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for out, says in ((link, "is a link"), (pipe, "is not a regular file"), (folder, "is a folder")):
+        result = CliRunner().invoke(app, ["export", "--store", str(store.path), "--out", str(out)])
+        assert result.exit_code == 2, result.output
+        assert says in result.output
+    assert link.is_symlink()
+    assert target.read_text() == "keep me\n"
+    assert pipe.is_fifo()

@@ -352,6 +352,10 @@ def test_config_rejects_bad_values_with_a_clear_message() -> None:
         SimulationConfig(n_accounts=0)
     with pytest.raises(ConfigError, match=r"'start' parameter .* 'YYYY-MM-DD'. Got '2024/01/01'"):
         SimulationConfig(start="2024/01/01")
+    with pytest.raises(ConfigError, match=r"'start' parameter .* past date from 1990-01-01 on"):
+        SimulationConfig(start="2500-01-01")  # validation would quarantine every event
+    with pytest.raises(ConfigError, match=r"'start' parameter .* past date from 1990-01-01 on"):
+        SimulationConfig(start="1600-01-01")
     with pytest.raises(ConfigError, match=r"'trial_share' parameter"):
         SimulationConfig(trial_share=1.5)
     with pytest.raises(ConfigError, match="expects a SimulationConfig"):
@@ -374,3 +378,14 @@ def test_cli_simulate_writes_the_three_tables(tmp_path: Path) -> None:
     assert (tmp_path / "subscriptions.parquet").is_file()
     assert (tmp_path / "accounts.parquet").is_file()
     assert list((tmp_path / "events").glob("part-*.parquet"))
+
+
+def test_the_command_turns_a_bad_option_into_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pes_ml.cli import app
+
+    result = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path / "sim"), "--days", "10"])
+    assert result.exit_code == 2, result.output
+    assert "'days' parameter of SimulationConfig must be an int in [28, 3650]. Got 10" in result.output
+    assert isinstance(result.exception, SystemExit)  # no traceback

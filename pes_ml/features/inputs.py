@@ -144,11 +144,9 @@ class FeatureTables:
             try:
                 tables[name] = backend.read_parquet(str(path))
             except Exception as exc:  # noqa: BLE001 - each engine raises its own error for a bad file
-                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise DataContractError(
-                    f"The clean {name} table {str(path)!r} cannot be read ({first_line}). It is written by "
-                    "`pes-ml validate`: run that again (or `pes-ml features --ingest`) to rebuild it."
-                ) from exc
+                from pes_ml.ingest import unreadable_clean_table
+
+                raise unreadable_clean_table(name, path, exc) from exc
         return cls.from_relations(tables["events"], tables["subscriptions"], tables["accounts"])
 
 

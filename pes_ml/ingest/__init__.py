@@ -22,6 +22,7 @@ from pes_ml.ingest.load import (
     ingest_needed,
     quarantine_paths,
     reconciliation_path,
+    unreadable_clean_table,
     work_dir_lock,
 )
 from pes_ml.ingest.reconcile import ReasonCount, Reconciliation, TableCount
@@ -35,5 +36,6 @@ __all__ = [
     "ingest_needed",
     "quarantine_paths",
     "reconciliation_path",
+    "unreadable_clean_table",
     "work_dir_lock",
 ]

@@ -89,6 +89,16 @@ def sources_fingerprint(config: PesConfig) -> str:
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
+def unreadable_clean_table(table: str, path: str | Path, exc: BaseException) -> DataContractError:
+    """The error for a clean table a stage cannot read (cut short, overwritten...): how to rebuild it."""
+    text = str(exc).strip()
+    first_line = text.splitlines()[0] if text else type(exc).__name__
+    return DataContractError(
+        f"The clean {table} table {str(path)!r} cannot be read ({first_line}). It is written by "
+        "`pes-ml validate`: run that again (or `pes-ml features --ingest`) to rebuild it."
+    )
+
+
 def ingest_needed(config: PesConfig) -> str | None:
     """Why the clean tables must be written before a stage reads them; ``None`` when they are current.
 

@@ -174,7 +174,13 @@ def _prepare_out_dir(out_dir: Path) -> Path:
                 "replaced. Pass an empty or new folder to --out."
             )
     staging = out_dir.parent / f".{out_dir.name}.building-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
+    try:
+        staging.mkdir(parents=True)
+    except OSError as exc:  # a file where a folder of the path must be, a read-only folder...
+        raise ConfigError(
+            f"Cannot make the report folder {out_dir} ({exc.strerror or exc}). Pass a folder you can write "
+            "to as --out."
+        ) from exc
     return staging
 
 

@@ -128,12 +128,17 @@ class SimulationConfig:
         for name in ("churn_shift", "expansion_shift", "conversion_shift"):
             _check_float(self, name, -10.0, 10.0)
         try:
-            date.fromisoformat(self.start)
+            start = date.fromisoformat(self.start)
         except (TypeError, ValueError):
             raise ConfigError(
                 f"The 'start' parameter of SimulationConfig must be a date 'YYYY-MM-DD'. "
                 f"Got {self.start!r} instead."
             ) from None
+        if not date(1990, 1, 1) <= start <= date.today():  # ingest's default min_timestamp .. now
+            raise ConfigError(
+                f"The 'start' parameter of SimulationConfig must be a past date from 1990-01-01 on "
+                f"(validation quarantines events outside that range). Got {self.start!r} instead."
+            )
         if self.compression not in ("snappy", "zstd", "gzip", "lz4", "brotli", "none"):
             raise ConfigError(
                 "The 'compression' parameter of SimulationConfig must be one of snappy, zstd, gzip, "

@@ -51,6 +51,13 @@ def test_features_command_writes_one_row_per_present_account_and_as_of(tmp_path:
     assert "cannot be read" in result.output
     assert "pes-ml validate" in result.output
     assert "Traceback" not in result.output
+    # Training reads the same tables first: the same message, not the engine's own error.
+    from pes_ml.config import parse_config
+    from pes_ml.errors import DataContractError
+    from pes_ml.training import run_training
+
+    with pytest.raises(DataContractError, match=r"clean subscriptions table .* cannot be read .*pes-ml validate"):
+        run_training(parse_config(config))
 
 
 def test_features_command_names_a_missing_config(tmp_path: Path) -> None:

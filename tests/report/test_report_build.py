@@ -288,6 +288,10 @@ def test_rebuild_replaces_an_earlier_report_but_never_a_foreign_folder(
         build_report(sample_store, foreign)
     assert (foreign / "notes.txt").read_text() == "keep me"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    with pytest.raises(ConfigError, match="Cannot make the report folder .*a_file/site"):
+        build_report(sample_store, a_file / "site")  # a file where a folder of the path must be
 
 
 def test_unknown_run_is_a_store_error(sample_store: RunStore, tmp_path: Path) -> None:
