@@ -56,7 +56,8 @@ def test_features_command_writes_one_row_per_present_account_and_as_of(tmp_path:
     from pes_ml.errors import DataContractError
     from pes_ml.training import run_training
 
-    with pytest.raises(DataContractError, match=r"clean subscriptions table .* cannot be read .*pes-ml validate"):
+    unreadable = r"clean subscriptions table .* cannot be read .*pes-ml validate"
+    with pytest.raises(DataContractError, match=unreadable):
         run_training(parse_config(config))
 
 
