@@ -692,20 +692,27 @@ class RunStore:
 
     def _run_info(self, partition: Path, pointer: dict[str, Any]) -> RunInfo:
         run_id = str(pointer["run_id"])
-        manifest = self._read_manifest_at(partition / f"run={run_id}")
-        run = manifest.get("run", {})
-        return RunInfo(
-            run_id=run_id,
-            as_of=date.fromisoformat(partition.name.removeprefix("as_of=")),
-            created_at=datetime.fromisoformat(run["created_at"]),
-            committed_at=datetime.fromisoformat(pointer["committed_at"]),
-            path=partition / f"run={run_id}",
-            n_scores=int(run["rows"]["scores"]),
-            n_reasons=int(run["rows"]["reasons"]),
-            model_name=str(run.get("model_name", "")),
-            model_version=str(run.get("model_version", "")),
-            format_version=int(run.get("format_version", 1)),
-        )
+        folder = partition / f"run={run_id}"
+        manifest = self._read_manifest_at(folder)
+        try:
+            run = manifest["run"]
+            return RunInfo(
+                run_id=run_id,
+                as_of=date.fromisoformat(partition.name.removeprefix("as_of=")),
+                created_at=datetime.fromisoformat(run["created_at"]),
+                committed_at=datetime.fromisoformat(pointer["committed_at"]),
+                path=folder,
+                n_scores=int(run["rows"]["scores"]),
+                n_reasons=int(run["rows"]["reasons"]),
+                model_name=str(run.get("model_name", "")),
+                model_version=str(run.get("model_version", "")),
+                format_version=int(run.get("format_version", 1)),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # valid JSON, not a manifest
+            raise StoreError(
+                f"The manifest of {folder} is not a pes_ml run manifest ({type(exc).__name__}: {exc}). "
+                "Score that as_of again to replace the run."
+            ) from exc
 
     @staticmethod
     def _read_manifest_at(folder: Path) -> dict[str, Any]:

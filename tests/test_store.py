@@ -226,6 +226,15 @@ def test_a_corrupt_pointer_is_reported_not_guessed(tmp_path: Path) -> None:
         store.runs()
 
 
+@pytest.mark.parametrize("text", ["{}", "[]", "null", '{"run": "x"}', '{"run": {"rows": {}}}'])
+def test_a_manifest_that_is_json_but_not_a_manifest_is_a_store_error(tmp_path: Path, text: str) -> None:
+    store = RunStore(tmp_path / "runs")
+    write(store, "2024-06-01", 1)
+    (store.latest_run().path / "manifest.json").write_text(text)
+    with pytest.raises(StoreError, match="is not a pes_ml run manifest .* Score that as_of again"):
+        store.runs()
+
+
 # --- crash safety -------------------------------------------------------------------------------
 PAUSE_AT_STAGE = """
 import sys, time, pathlib
