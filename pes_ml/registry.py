@@ -196,15 +196,20 @@ def promote(config: PesConfig, version: str | None = None, *, force: bool = Fals
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         champion = None
+    if champion is not None and str(champion.version) == str(candidate.version):
+        # Nothing to decide: the champion's own promotion record and tags stay as they are.
+        raise PromotionRejected(
+            f"{name} v{candidate.version} is already @{CHAMPION}: nothing to promote. Train a new "
+            "challenger with `pes-ml train`, or pass another version.",
+            [f"version {candidate.version} is already @{CHAMPION}"],
+        )
     decision = PromotionDecision(str(candidate.version), str(champion.version) if champion else None)
     snapshots = load_test_snapshots(candidate.run_id)
     challenger_model, _ = load_pes_model(config, version=str(candidate.version))
     ours = _score_on(challenger_model, snapshots, gate.outcome)
     decision.metrics["challenger"] = ours
     metric, margin = gate.metric, gate.min_improvement
-    if champion is not None and str(champion.version) == str(candidate.version):
-        decision.check(False, f"version {candidate.version} is already @{CHAMPION}")
-    elif champion is not None:
+    if champion is not None:
         champion_model, _ = load_pes_model(config, version=str(champion.version))
         theirs = _score_on(champion_model, snapshots, gate.outcome)
         decision.metrics["champion"] = theirs

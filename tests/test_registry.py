@@ -87,6 +87,11 @@ def test_first_promotion_needs_to_beat_baselines_and_writes_a_model_card(config,
     assert decision.card_path.parent == tmp_path / "models" / config.tracking.model_name
     versions = list_versions(config)
     assert versions.loc[versions["version"] == version, "aliases"].item() == f"{CHALLENGER},{CHAMPION}"
+    # Promoting the champion again changes nothing: refused, and it is still recorded as promoted.
+    with pytest.raises(PromotionRejected, match="already @champion: nothing to promote"):
+        promote(config)
+    versions = list_versions(config).set_index("version")
+    assert versions.loc[version, "promotion"] == "promoted"
 
 
 def test_promotion_gate_refuses_a_deliberately_worse_model(config):
