@@ -41,7 +41,7 @@ from mlflow.types import ColSpec, Schema, TensorSpec
 from mlflow.types.schema import AnyType
 
 from pes_ml.config import PesConfig, TrackingConfig
-from pes_ml.errors import RegistryUnavailableError
+from pes_ml.errors import ConfigError, RegistryUnavailableError
 from pes_ml.model import CONVERSION_PROBABILITY, PesModel, is_categorical
 from pes_ml.schemas import (
     ACCOUNT_ID,
@@ -144,9 +144,21 @@ def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
 
 @contextmanager
 def reaching(uri: str) -> Iterator[None]:
-    """Turn an MLflow connection failure inside the block into a :class:`RegistryUnavailableError`."""
+    """Turn an MLflow connection failure inside the block into a :class:`RegistryUnavailableError`,
+    and a tracking URI MLflow cannot open (an unknown scheme, a file that is no database) into a
+    :class:`ConfigError`."""
+    from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
+    from sqlalchemy.exc import DatabaseError
+
     try:
         yield
+    except (UnsupportedModelRegistryStoreURIException, DatabaseError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"The MLflow tracking URI {redact(uri)} cannot be opened ({first_line.strip()}). Point "
+            "tracking.tracking_uri (or --tracking-uri, or MLFLOW_TRACKING_URI) at an MLflow database "
+            "such as sqlite:///mlflow.db, or at a running tracking server (http://host:5000)."
+        ) from exc
     except MlflowException as exc:
         if is_unreachable(exc):
             raise _unavailable(uri, "the connection failed") from exc

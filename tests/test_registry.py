@@ -10,7 +10,7 @@ from synthetic_snapshots import FEATURES, make_config, make_snapshots
 
 from pes_ml.config import DatasetConfig, load_config
 from pes_ml.dataset import split_by_time
-from pes_ml.errors import ModelNotFoundError, PromotionRejected
+from pes_ml.errors import ConfigError, ModelNotFoundError, PromotionRejected
 from pes_ml.registry import (
     CHALLENGER,
     CHAMPION,
@@ -105,6 +105,14 @@ def test_promotion_gate_refuses_a_deliberately_worse_model(config):
     assert champion_version(config) == champion  # @champion did not move
     versions = list_versions(config).set_index("version")
     assert versions.loc[worse, "promotion"] == "rejected"
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///{tmp}/not_a_database", "notascheme://x"])
+def test_a_tracking_uri_mlflow_cannot_open_is_a_config_error(tmp_path, uri):
+    (tmp_path / "not_a_database").write_text("plain text")
+    config = make_config(tmp_path, tracking={"tracking_uri": uri.format(tmp=tmp_path)})
+    with pytest.raises(ConfigError, match="cannot be opened .* sqlite:///mlflow.db"):
+        list_versions(config)
 
 
 def test_promote_without_challenger_raises_model_not_found(config):
