@@ -80,19 +80,21 @@ class MappedSource:
     lookup_miss: str | None = None
 
 
-def _suggest(name: str, found: list[str]) -> str:
+def _suggest(wanted: str, found: list[str], key: str | None = None) -> str:
+    """Columns of ``found`` close to ``wanted``, as the mapping to write (```key: column```) when the
+    contract column ``key`` is being mapped, else as column names."""
     hints = {
         TIMESTAMP: ("time", "date", "ts"),
         ACCOUNT_ID: ("account", "customer", "user", "id"),
         EVENT: ("event",),
     }
-    guesses = difflib.get_close_matches(name, found, n=2, cutoff=0.5)
+    guesses = difflib.get_close_matches(wanted, found, n=2, cutoff=0.5)
     for col in found:
-        if col not in guesses and any(h in col.lower() for h in hints.get(name, ())):
+        if col not in guesses and any(h in col.lower() for h in hints.get(key or wanted, ())):
             guesses.append(col)
     if not guesses:
         return ""
-    return " Perhaps: " + ", ".join(f"`{name}: {g}`" for g in guesses[:3]) + "."
+    return " Perhaps: " + ", ".join(f"`{key}: {g}`" if key else f"`{g}`" for g in guesses[:3]) + "."
 
 
 _SPACE_CHARACTERS = (
@@ -348,7 +350,7 @@ def map_source(
         if mapped is not None and mapped not in available:
             raise DataContractError(
                 f"{config_key}.columns.{name} maps to {mapped!r}, but {source.path!r} has no such column. "
-                f"Columns found: {', '.join(found)}.{_suggest(mapped, found)} "
+                f"Columns found: {', '.join(found)}.{_suggest(mapped, found, key=name)} "
                 f"Fix {config_key}.columns.{name}."
             )
         src_col = mapped if mapped is not None else (name if name in available else None)
@@ -361,7 +363,7 @@ def map_source(
                     + (
                         delimiter_hint
                         or f"Set `{config_key}.columns.{name}` to the name of "
-                        f"your {name} column{_suggest(name, found) or '.'}"
+                        f"your {name} column{_suggest(name, found, key=name) or '.'}"
                         + (
                             f" Or give a fixed value with `{config_key}.constants.{name}`."
                             if name == EVENT

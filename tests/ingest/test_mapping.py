@@ -159,7 +159,9 @@ def test_mapping_to_a_column_that_does_not_exist_is_an_error(tmp_path: Path, mak
     config = make_config(events={"path": str(path), "columns": {"timestamp": "event_tme"}})
     with pytest.raises(
         DataContractError,
-        match=r"sources\.events\.columns\.timestamp maps to 'event_tme'.*Columns found: .*event_time",
+        # The suggestion is the mapping to write: the contract column, then the close match.
+        match=r"sources\.events\.columns\.timestamp maps to 'event_tme'.*Columns found: .*event_time"
+        r".*Perhaps: `timestamp: event_time`",
     ):
         ingest(config)
 
