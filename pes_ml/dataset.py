@@ -67,10 +67,16 @@ def as_of_schedule(
     warmup = pd.Timedelta(days=LONGEST_FEATURE_WINDOW_DAYS)
     first = to_utc(config.first_as_of) if config.first_as_of else to_utc(data_start).ceil("D") + warmup
     if first > last:
+        days = (end - to_utc(data_start)) / pd.Timedelta(days=1)
+        first_rule = ("is dataset.first_as_of" if config.first_as_of else
+                      f"comes {LONGEST_FEATURE_WINDOW_DAYS} days after the data start (full feature windows)")
+        last_rule = f"comes {horizon_days} days (the label horizon) before the data end" + (
+            " or at dataset.last_as_of" if config.last_as_of else "")
         raise DataContractError(
-            f"No fully-labeled as_of date between {first.date()} and {last.date()}: the data covers "
-            f"too little time for a {horizon_days}-day horizon. Shorten labels.horizon_days or "
-            "dataset.frequency_days, or set dataset.first_as_of earlier."
+            f"The data ({to_utc(data_start).date()} .. {end.date()}, {days:.0f} days) is too short to train "
+            f"on: the first snapshot date ({first.date()}) {first_rule}, and the last ({last.date()}) "
+            f"{last_rule}, so none is left. Use a longer history, shorten labels.horizon_days, or set "
+            "dataset.first_as_of earlier (features then see less history)."
         )
     # Anchor on the latest date so the test snapshots sit as close to the data end as possible.
     count = int((last - first) // step)

@@ -85,6 +85,13 @@ def test_schedule_latest_date_is_fully_labeled():
 def test_schedule_raises_when_history_is_shorter_than_horizon():
     with pytest.raises(DataContractError, match="horizon"):
         as_of_schedule(DatasetConfig(), "2024-01-01", "2024-03-01", horizon_days=90)
+    # 60 days with a 14-day horizon: the 90 days of feature history are what is missing, and the
+    # message says so (and the dates it names run forwards).
+    expected = (r"The data \(2024-01-01 .. 2024-03-01, 60 days\) is too short to train on: the first "
+                r"snapshot date \(2024-03-31\) comes 90 days after the data start .* the last "
+                r"\(2024-02-16\) comes 14 days \(the label horizon\) before the data end")
+    with pytest.raises(DataContractError, match=expected):
+        as_of_schedule(DatasetConfig(), "2024-01-01", "2024-03-01", horizon_days=14)
 
 
 def test_join_raises_when_a_labeled_snapshot_has_no_features():
