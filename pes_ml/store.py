@@ -787,13 +787,24 @@ class RunStore:
                     f"The run store at {self.path} holds no committed run yet. Run `pes-ml score`."
                 )
             return info
-        for info in self._committed():
+        committed = self._committed()
+        for info in committed:
             if info.run_id == run_id:
                 return info
+        recent = ", ".join(f"{info.run_id} (as_of {info.as_of})" for info in committed[-3:][::-1])
         raise StoreError(
-            f"No committed run {run_id!r} in the run store at {self.path} "
-            "(a rerun of its as_of replaces it). List runs with RunStore.runs() or use 'latest'."
+            f"No committed run {run_id!r} in the run store at {self.path} (a rerun of its as_of replaces "
+            f"it). Use 'latest' or a run id: the latest are {recent or 'none'}."
         )
+
+    def _unless_replaced(self, run_id: str, info: RunInfo, name: str, exc: OSError) -> None:
+        """After a file of ``info`` was not found: return when a rerun replaced the run meanwhile
+        (the caller looks it up again); raise when the committed run itself lacks the file."""
+        if self.get_run(run_id).path == info.path:
+            raise StoreError(
+                f"Run {info.run_id} (as_of {info.as_of}) in {info.path} is missing its {name} "
+                f"({exc.filename or exc}). Score as_of {info.as_of} again to rewrite the run."
+            ) from exc
 
     def read_scores(self, run_id: str = "latest") -> pd.DataFrame:
         """The scores of one committed run (``"latest"``: the run with the latest as_of)."""
@@ -801,7 +812,8 @@ class RunStore:
             info = self.get_run(run_id)
             try:
                 return pd.read_parquet(info.path / SCORES_FILE)
-            except FileNotFoundError:
+            except FileNotFoundError as exc:
+                self._unless_replaced(run_id, info, SCORES_FILE, exc)
                 continue  # a rerun replaced the run between lookup and read; look it up again
             except (OSError, pa.ArrowInvalid) as exc:
                 raise StoreError(f"Cannot read {info.path / SCORES_FILE}: {exc}.") from exc
@@ -825,9 +837,10 @@ class RunStore:
                 for path in paths:
                     handles.append(pa.OSFile(str(path), "r"))
                 return ReasonReader(info, handles)
-            except FileNotFoundError:
+            except FileNotFoundError as exc:
                 for handle in handles:
                     handle.close()
+                self._unless_replaced(run_id, info, REASONS_DIR, exc)
                 continue  # a rerun replaced the run between lookup and open; look it up again
             except (OSError, pa.ArrowInvalid) as exc:
                 for handle in handles:

@@ -223,6 +223,7 @@ def test_cli_export_of_an_unknown_run_exits_with_one_line(store: RunStore, tmp_p
     )
     assert result.exit_code == StoreError.exit_code
     assert "No committed run 'nope'" in result.output
+    assert f"the latest are {store.latest_run().run_id}" in " ".join(result.output.split())  # ids to use
     assert not (tmp_path / "x.csv").exists()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 import os
 import random
 import signal
@@ -233,6 +234,18 @@ def test_a_manifest_that_is_json_but_not_a_manifest_is_a_store_error(tmp_path: P
     (store.latest_run().path / "manifest.json").write_text(text)
     with pytest.raises(StoreError, match="is not a pes_ml run manifest .* Score that as_of again"):
         store.runs()
+
+
+def test_a_committed_run_missing_a_file_says_to_score_again_not_to_retry(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs")
+    write(store, "2024-06-01", 1)
+    info = store.latest_run()
+    shutil.rmtree(info.path / "reasons")
+    with pytest.raises(StoreError, match=r"is missing its reasons .* Score as_of 2024-06-01 again"):
+        store.read_reasons()
+    (info.path / "scores.parquet").unlink()
+    with pytest.raises(StoreError, match=r"is missing its scores.parquet .* Score as_of 2024-06-01 again"):
+        store.read_scores()
 
 
 # --- crash safety -------------------------------------------------------------------------------
