@@ -31,11 +31,11 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from pes_ml.config import BaselinesConfig, RuleCondition, RuleScore
 from pes_ml.errors import ConfigError
 from pes_ml.model import is_categorical
+from pes_ml.schemas import DAYS_SINCE_LAST_EVENT
 
 logger = logging.getLogger(__name__)
 
 CLASSIC_PES = "classic_pes"
-DAYS_SINCE_LAST_EVENT = "days_since_last_event"
 _OPS: dict[str, Callable[[Any, Any], Any]] = {
     ">": operator.gt,
     ">=": operator.ge,

@@ -74,6 +74,8 @@ COLUMN_TYPES: Final[dict[str, dict[str, str]]] = {
 
 # --- frames produced by the stages -----------------------------------------------------------
 FEATURE_KEY: Final = (ACCOUNT_ID, AS_OF)
+DAYS_SINCE_LAST_EVENT: Final = "days_since_last_event"
+"""A catalog feature other stages read by name: a baseline, and the score check for an as_of past the data."""
 CHURNED: Final = "churned"
 EXPANDED: Final = "expanded"
 CONVERTED: Final = "converted"

@@ -57,6 +57,9 @@ from pes_ml.progress import NoProgress, Progress
 from pes_ml.store import ReasonReader, RunStore, RunWriter
 
 logger = logging.getLogger(__name__)
+AFTER_DATA_DAYS = 7
+"""When no account has an event in this many days before as_of, a drift error says the as_of may lie
+after the end of the data (every activity feature then reads "inactive")."""
 
 SCORE_REFERENCE = "__pes__"
 """Key of the score's own training distribution in the model's references."""
@@ -531,14 +534,25 @@ def score_accounts(
             warn_only=frozenset(n for n, spec in model.specs().items() if spec.group == "tenure"),
         )
         del drift_frame
-        if drift.errors and not allow_drift:
+        if drift.errors:
             worst = sorted(drift.errors.items(), key=lambda item: -item[1])[:5]
             listed = ", ".join(f"{name} (PSI {value:.2f})" for name, value in worst)
-            raise DriftError(
-                f"Scoring data at as_of {key} drifted from model version {model_version}'s training data "
-                f"above PSI {config.score.psi_error}: {listed}. Nothing was written. Check the inputs "
-                "(a changed export or column mapping?), retrain, or rerun with --allow-drift."
+            recency = features.get(S.DAYS_SINCE_LAST_EVENT)
+            quiet_days = None if recency is None else recency.min()
+            after_data = (
+                f" No account has an event in the {int(quiet_days)} days before as_of {key}: is it after "
+                "the end of the data? Score a date the data covers, or load newer data."
+                if quiet_days is not None and quiet_days >= AFTER_DATA_DAYS else ""
             )
+            if not allow_drift:
+                raise DriftError(
+                    f"Scoring data at as_of {key} drifted from model version {model_version}'s training "
+                    f"data above PSI {config.score.psi_error}: {listed}. Nothing was written.{after_data} "
+                    "Check the inputs (a changed export or column mapping?), retrain, or rerun with "
+                    "--allow-drift."
+                )
+            logger.warning("Scoring despite drift above PSI %s (--allow-drift): %s.%s",
+                           config.score.psi_error, listed, after_data)
         _stage("drift_checked")
         progress.start(f"Scoring {len(features):,} accounts", total=len(features))
         chunk = config.score.chunk_accounts

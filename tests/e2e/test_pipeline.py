@@ -126,6 +126,14 @@ def test_an_as_of_before_any_data_is_an_error_not_an_empty_run(trained: PesConfi
         score_accounts(trained, "2020-01-01")
 
 
+def test_an_as_of_after_the_end_of_the_data_is_named_as_such_in_the_drift_error(trained: PesConfig) -> None:
+    # The simulated data ends in June 2025: in September every account looks inactive, and the
+    # drift error says why rather than only suspecting the export.
+    with pytest.raises(DriftError, match=r"No account has an event in the \d+ days before as_of 2025-09-01: "
+                                         r"is it after the end of the data\?"):
+        score_accounts(trained, "2025-09-01")
+
+
 def test_drift_above_threshold_stops_the_run_unless_allowed(trained: PesConfig) -> None:
     strict = trained.model_copy(
         update={"score": trained.score.model_copy(update={"psi_warn": 0.0, "psi_error": 0.0})}
