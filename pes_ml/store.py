@@ -722,25 +722,27 @@ class RunStore:
             raise StoreError(f"Cannot read the manifest of {folder}: {exc}.") from exc
         return result
 
+    def _partitions(self) -> list[Path]:
+        """The as_of partitions, oldest first."""
+        return sorted(self.path.glob("as_of=*")) if self.path.is_dir() else []
+
+    def _partition_run(self, partition: Path) -> RunInfo | None:
+        """The committed run of one as_of partition (``None``: none yet); retried when a rerun
+        commits meanwhile."""
+        for _attempt in range(5):
+            pointer = self._read_pointer(partition)
+            if pointer is None:
+                return None
+            try:
+                return self._run_info(partition, pointer)
+            except StoreError:
+                if self._pointer(partition) == pointer["run_id"]:
+                    raise
+        raise StoreError(f"The runs of {partition} keep changing; retry when the scoring job ends.")
+
     def _committed(self) -> list[RunInfo]:
-        """Every committed run, oldest as_of first; retried when a rerun commits meanwhile."""
-        if not self.path.is_dir():
-            return []
-        infos = []
-        for partition in sorted(self.path.glob("as_of=*")):
-            for _attempt in range(5):
-                pointer = self._read_pointer(partition)
-                if pointer is None:
-                    break
-                try:
-                    infos.append(self._run_info(partition, pointer))
-                    break
-                except StoreError:
-                    if self._pointer(partition) == pointer["run_id"]:
-                        raise
-            else:
-                raise StoreError(f"The runs of {partition} keep changing; retry when the scoring job ends.")
-        return infos
+        """Every committed run, oldest as_of first."""
+        return [info for partition in self._partitions() if (info := self._partition_run(partition))]
 
     def runs(self) -> pd.DataFrame:
         """One row per committed run, oldest as_of first.
@@ -761,12 +763,20 @@ class RunStore:
         return frame
 
     def latest_run(self, before_as_of: str | date | datetime | pd.Timestamp | None = None) -> RunInfo | None:
-        """The committed run with the latest as_of (strictly before ``before_as_of`` if given)."""
-        infos = self._committed()
+        """The committed run with the latest as_of (strictly before ``before_as_of`` if given).
+
+        Only the partitions from the latest one down to the first committed run are read, so a
+        damaged partition of another as_of does not stop this lookup.
+        """
+        partitions = self._partitions()
         if before_as_of is not None:
-            limit = date.fromisoformat(as_of_key(before_as_of))
-            infos = [i for i in infos if i.as_of < limit]
-        return infos[-1] if infos else None
+            limit = f"as_of={as_of_key(before_as_of)}"
+            partitions = [p for p in partitions if p.name < limit]
+        for partition in reversed(partitions):
+            info = self._partition_run(partition)
+            if info is not None:
+                return info
+        return None
 
     def previous_run(self, as_of: str | date | datetime | pd.Timestamp) -> RunInfo | None:
         """The latest committed run with an as_of before ``as_of`` (for change attribution)."""

@@ -227,6 +227,18 @@ def test_a_corrupt_pointer_is_reported_not_guessed(tmp_path: Path) -> None:
         store.runs()
 
 
+def test_a_corrupt_pointer_of_a_later_as_of_does_not_hide_the_previous_run(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs")
+    earlier = write(store, "2024-05-01", 1)
+    write(store, "2024-09-01", 2)
+    (store.path / "as_of=2024-09-01" / "CURRENT").write_text("{not json")
+    previous = store.previous_run("2024-06-01")  # what a score at 2024-06-01 compares with
+    assert previous is not None
+    assert previous.run_id == earlier
+    with pytest.raises(StoreError, match="run pointer .* is corrupt"):
+        store.latest_run()  # the latest run itself is unknown: reported, not guessed
+
+
 @pytest.mark.parametrize("text", ["{}", "[]", "null", '{"run": "x"}', '{"run": {"rows": {}}}'])
 def test_a_manifest_that_is_json_but_not_a_manifest_is_a_store_error(tmp_path: Path, text: str) -> None:
     store = RunStore(tmp_path / "runs")
