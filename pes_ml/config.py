@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from pes_ml.errors import ConfigError, DataContractError
 from pes_ml.instants import EXPECTED, to_utc
@@ -128,6 +128,7 @@ class SourcesConfig(_Frozen):
 
 class ValidationConfig(_Frozen):
     min_timestamp: str = Field(default="1990-01-01", description="Earlier timestamps are quarantined.")
+    _min_timestamp = field_validator("min_timestamp")(_instant)
     max_future_days: int = Field(
         default=1, ge=0, description="Timestamps more than this many days after now are quarantined."
     )
@@ -294,10 +295,18 @@ class ScoreConfig(_Frozen):
             "~6.1 GiB with change attribution; smaller chunks shrink the per-chunk share)."
         ),
     )
-    psi_warn: float = 0.1
-    psi_error: float = 0.25
+    psi_warn: float = Field(default=0.1, ge=0.0)
+    psi_error: float = Field(default=0.25, ge=0.0, description="At least psi_warn.")
     at_risk_churn_probability: float | None = None
     expand_probability: float | None = None
+
+    @field_validator("psi_error")
+    @classmethod
+    def _error_not_below_warn(cls, value: float, info: ValidationInfo) -> float:
+        warn = info.data.get("psi_warn")
+        if warn is not None and value < warn:
+            raise ValueError(f"must be at least score.psi_warn ({warn}), the drift that only warns")
+        return value
 
 
 class StoreConfig(_Frozen):
@@ -416,7 +425,8 @@ def load_config(path: str | Path) -> PesConfig:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"Config file {str(path)!r} is not valid YAML: {exc}") from exc
+        one_line = " ".join(str(exc).split())
+        raise ConfigError(f"Config file {str(path)!r} is not valid YAML: {one_line}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"Config file {str(path)!r} must hold a mapping at the top level.")
     local = path.parent.parent / "local" / path.name
