@@ -25,6 +25,9 @@ from pes_ml.train import TrainingResult, train_models
 
 logger = logging.getLogger(__name__)
 
+REFERENCE_DAYS = 7
+"""The drift reference: the features at each of the last 7 days of data, pooled (see run_training)."""
+
 
 @dataclass(frozen=True)
 class TrainingOutcome:
@@ -114,14 +117,17 @@ def run_training(
         if subscriptions is None or config.labels.mode == "activity":
             events = pd.read_parquet(paths["events"], columns=["account_id", TIMESTAMP])
         labels = make_labels(config.labels, dates, subscriptions=subscriptions, events=events, data_end=end)
-        # One pass also computes the features at the end of the data: unlabeled, never trained on,
-        # but the population the next scoring run sees, so it is the drift reference.
-        reference_as_of = end.normalize()
-        with_reference = build_features(config, [*dates, reference_as_of], progress)
-        is_reference = with_reference[AS_OF] == reference_as_of
-        features = with_reference[~is_reference].reset_index(drop=True)
+        # One pass also computes the features of the last week of data: unlabeled, never trained on,
+        # but the population the next scoring runs see, so they are the drift reference. A week, one
+        # date per weekday: activity features swing between weekdays and weekends (on a quiet
+        # weekend most accounts read "1 day since the last event" on Sunday), and a reference of
+        # a single weekday flagged drift for a scoring run on another.
+        reference_dates = [end.normalize() - pd.Timedelta(days=k) for k in range(REFERENCE_DAYS)]
+        with_reference = build_features(config, sorted({*dates, *reference_dates}), progress)
+        as_of = with_reference[AS_OF]
+        features = with_reference[as_of.isin(dates)].reset_index(drop=True)
         features.attrs = with_reference.attrs
-        reference_features = with_reference[is_reference].reset_index(drop=True)
+        reference_features = with_reference[as_of.isin(reference_dates)].reset_index(drop=True)
     snapshots = join_snapshots(features, labels)
     split = split_by_time(snapshots, config.dataset, config.labels.horizon_days)
     names = model_feature_names(features)
@@ -138,6 +144,7 @@ def run_training(
             f"{s}_as_of": ", ".join(d.date().isoformat() for d in split.dates(s))
             for s in ("train", "validation", "test")
         },
+        "drift_reference_as_of": ", ".join(d.date().isoformat() for d in sorted(reference_dates)),
     }
     progress.start("train", total=None)
     result = train_models(

@@ -51,6 +51,16 @@ def first_run(trained: PesConfig):
     return score_accounts(trained, FIRST_AS_OF)
 
 
+def test_the_drift_reference_is_the_last_week_of_data_one_date_per_weekday(trained: PesConfig) -> None:
+    # Activity swings between weekdays and weekends: a reference of one weekday flagged drift for a
+    # scoring run on a Sunday (2025-06-01 below scores without it).
+    model, _ = load_pes_model(trained)
+    dates = [pd.Timestamp(d) for d in model.metadata["drift_reference_as_of"].split(", ")]
+    assert len(dates) == 7
+    assert {d.dayofweek for d in dates} == set(range(7))
+    assert dates[-1] == pd.Timestamp(model.metadata["data_end"][:10])
+
+
 def test_scoring_without_a_champion_names_the_fix(tmp_path: Path) -> None:
     config = _config(tmp_path)
     with pytest.raises(ModelNotFoundError, match="pes-ml train"):
