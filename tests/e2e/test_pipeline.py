@@ -57,7 +57,7 @@ def test_the_drift_reference_is_the_last_week_of_data_one_date_per_weekday(train
     model, _ = load_pes_model(trained)
     dates = [pd.Timestamp(d) for d in model.metadata["drift_reference_as_of"].split(", ")]
     assert len(dates) == 7
-    assert {d.dayofweek for d in dates} == set(range(7))
+    assert {d.day_of_week for d in dates} == set(range(7))
     assert dates[-1] == pd.Timestamp(model.metadata["data_end"][:10])
 
 
