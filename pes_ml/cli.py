@@ -320,9 +320,11 @@ def score(
     (e.g. disk full), 11 registry unreachable.
     """
     from pes_ml.config import load_config
+    from pes_ml.instants import to_utc
     from pes_ml.score import score_accounts
 
     _install_fault_hook(os.environ.get(FAULT_ENV))
+    _run(lambda: to_utc(as_of, "--as-of"))  # a mistyped date stops the command before any work
     cfg = _run(lambda: load_config(config)).with_tracking_uri(tracking_uri)
     with _progress() as progress:
         run = _run(

@@ -68,3 +68,18 @@ def test_the_run_store_key_reads_as_of_the_same_way() -> None:
         as_of_key("01/06/2024")
     with pytest.raises(DataContractError, match="midnight UTC"):
         as_of_key("2024-06-01T12:00:00Z")
+
+
+@pytest.mark.parametrize("command", ["features", "score"])
+def test_both_dated_commands_refuse_a_date_they_cannot_read_before_any_work(
+    tmp_path, command: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from pes_ml.cli import app
+
+    # The config does not exist: the date is checked first, and named as the option the user typed.
+    args = [command, "--config", str(tmp_path / "nope.yaml"), "--as-of", "01/06/2024"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 3, result.output
+    assert "--as-of must be a date like 2024-06-01" in " ".join(result.output.split())
