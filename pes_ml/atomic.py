@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pes_ml.errors import ConfigError, DataContractError
+from pes_ml.errors import ConfigError, DataContractError, StoreError
 
 
 def json_default(value: Any) -> Any:
@@ -102,6 +102,23 @@ def replace_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     fsync_dir(path.parent)
 
 
+def write_file_atomically(path: Path, write: Callable[[BinaryIO], None], what: str) -> None:
+    """:func:`replace_atomically`, its folders made as needed, for a file the user asked for.
+
+    Raises
+    ------
+    StoreError
+        If the file cannot be written (``what`` names it: "the export x.csv"); an existing file
+        is left as it was.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        replace_atomically(path, write)
+    except OSError as exc:
+        hint = "the disk is full; free space and rerun" if is_disk_full(exc) else str(exc)
+        raise StoreError(f"Could not write {what}: {hint}.") from exc
+
+
 def check_writable_file(path: Path, what: str, example: str) -> None:
     """Check, before any work, that ``path`` can be written as a regular file (its folders made as needed).
 
@@ -149,5 +166,6 @@ __all__ = [
     "replace_atomically",
     "write_bytes",
     "write_durable",
+    "write_file_atomically",
     "write_parquet",
 ]

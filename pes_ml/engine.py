@@ -54,12 +54,11 @@ def _size(memory_limit: str) -> str:
 
 def out_of_memory(exc: duckdb.OutOfMemoryException, stage: str, config: PesConfig) -> PesError:
     """A one-line, actionable error for DuckDB running out of memory in ``stage``."""
-    from pes_ml.errors import ConfigError
+    from pes_ml.errors import ConfigError, first_line
 
     limit = config.duckdb_memory_limit or "unset (DuckDB's default, 80% of RAM)"
-    first = str(exc).strip().splitlines()[0]
     return ConfigError(
-        f"DuckDB ran out of memory during {stage} with duckdb_memory_limit {limit}: {first}. "
+        f"DuckDB ran out of memory during {stage} with duckdb_memory_limit {limit}: {first_line(exc)}. "
         "Raise duckdb_memory_limit in the config (or unset it), free memory on this machine, "
         "or process fewer as_of dates at a time."
     )

@@ -23,6 +23,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when the message is empty):
+    what a one-line error quotes of an engine's or a library's own error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class PesError(Exception):
     """Base class of every error pes_ml raises on purpose."""
 

@@ -26,8 +26,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pes_ml import schemas as S
-from pes_ml.atomic import arrow_table, is_disk_full, replace_atomically
-from pes_ml.errors import DataContractError, StoreError
+from pes_ml.atomic import arrow_table, write_file_atomically
+from pes_ml.errors import DataContractError, StoreError, first_line
 from pes_ml.run_contract import FEATURE, GROUP, MODEL, PES_POINTS
 from pes_ml.store import RunStore
 
@@ -175,12 +175,7 @@ def write_export(frame: pd.DataFrame, out: str | Path, fmt: Format = "csv") -> P
 
     else:
         raise DataContractError(f"The export format must be 'csv' or 'parquet'. Got {fmt!r} instead.")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        replace_atomically(path, write)
-    except OSError as exc:
-        hint = "the disk is full; free space and rerun" if is_disk_full(exc) else str(exc)
-        raise StoreError(f"Could not write the export {path}: {hint}.") from exc
+    write_file_atomically(path, write, f"the export {path}")
     logger.info("Wrote %d rows to %s (%s)", len(frame), path, fmt)
     return path
 
@@ -283,7 +278,7 @@ def upsert_to_database(
                     connection.execute(sa.delete(target).where(keys.in_(wanted)))
                     connection.execute(sa.insert(target), chunk)
     except sa.exc.SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        reason = first_line(getattr(exc, "orig", None) or exc)  # the driver's own error, when it has one
         raise StoreError(
             f"Could not upsert into table {table!r} at {shown}: {reason}. "
             "Check the URL, that the server is up, and that the table's key is (account_id, as_of)."

@@ -41,7 +41,7 @@ from mlflow.types import ColSpec, Schema, TensorSpec
 from mlflow.types.schema import AnyType
 
 from pes_ml.config import PesConfig, TrackingConfig
-from pes_ml.errors import ConfigError, RegistryUnavailableError
+from pes_ml.errors import ConfigError, RegistryUnavailableError, first_line
 from pes_ml.model import CONVERSION_PROBABILITY, PesModel, is_categorical
 from pes_ml.schemas import (
     ACCOUNT_ID,
@@ -153,9 +153,8 @@ def reaching(uri: str) -> Iterator[None]:
     try:
         yield
     except (UnsupportedModelRegistryStoreURIException, DatabaseError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
-            f"The MLflow tracking URI {redact(uri)} cannot be opened ({first_line.strip()}). Point "
+            f"The MLflow tracking URI {redact(uri)} cannot be opened ({first_line(exc)}). Point "
             "tracking.tracking_uri (or --tracking-uri, or MLFLOW_TRACKING_URI) at an MLflow database "
             "such as sqlite:///mlflow.db, or at a running tracking server (http://host:5000)."
         ) from exc

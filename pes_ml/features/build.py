@@ -23,10 +23,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pes_ml.atomic import is_disk_full, replace_atomically
+from pes_ml.atomic import write_file_atomically
 from pes_ml.config import FeatureConfig, PesConfig
 from pes_ml.engine import materialized, to_arrow
-from pes_ml.errors import DataContractError, StoreError
+from pes_ml.errors import DataContractError
 from pes_ml.features import definitions as d
 from pes_ml.features import point_in_time as pit
 from pes_ml.features.assemble import KEY, assemble
@@ -349,10 +349,5 @@ def write_features(features: pd.DataFrame, path: str | Path) -> Path:
         If the file cannot be written (e.g. the disk is full).
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        replace_atomically(path, lambda fh: features.to_parquet(fh, index=False))
-    except OSError as exc:
-        hint = "the disk is full; free space and rerun" if is_disk_full(exc) else str(exc)
-        raise StoreError(f"Could not write the features to {path}: {hint}.") from exc
+    write_file_atomically(path, lambda fh: features.to_parquet(fh, index=False), f"the features to {path}")
     return path

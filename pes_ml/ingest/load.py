@@ -26,7 +26,7 @@ import duckdb
 
 from pes_ml.config import PesConfig, SourceConfig
 from pes_ml.engine import connect_duckdb, out_of_memory
-from pes_ml.errors import DataContractError
+from pes_ml.errors import DataContractError, first_line
 from pes_ml.ingest.mapping import MappedSource, map_source
 from pes_ml.ingest.quarantine import copy_parquet, publish, remove_stale
 from pes_ml.ingest.readers import ident, reading, sql_string
@@ -91,10 +91,8 @@ def sources_fingerprint(config: PesConfig) -> str:
 
 def unreadable_clean_table(table: str, path: str | Path, exc: BaseException) -> DataContractError:
     """The error for a clean table a stage cannot read (cut short, overwritten...): how to rebuild it."""
-    text = str(exc).strip()
-    first_line = text.splitlines()[0] if text else type(exc).__name__
     return DataContractError(
-        f"The clean {table} table {str(path)!r} cannot be read ({first_line}). It is written by "
+        f"The clean {table} table {str(path)!r} cannot be read ({first_line(exc)}). It is written by "
         "`pes-ml validate`: run that again (or `pes-ml features --ingest`) to rebuild it."
     )
 
